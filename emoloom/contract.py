@@ -1,0 +1,251 @@
+"""The JSON input-output contract shared by data loading, training and inference.
+
+* `Record` is one input example (text, optional context turns, gold labels, VAD target).
+* `render_prompt` is the single prompt template used for training and for inference.
+* `render_target` is the one-line JSON answer a model is trained to produce.
+* `parse_output` scans a raw generation from its tail and decides ParseOK.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from emoloom.labels import TAXONOMIES, taxonomy
+
+MAX_RATIONALE_WORDS = 12
+VadSource = Literal["gold", "lexicon", "none"]
+
+
+class VAD(BaseModel):
+    """Valence, arousal, dominance, each in [0, 1]."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    v: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+    a: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+    d: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        return (self.v, self.a, self.d)
+
+    def rounded(self) -> "VAD":
+        return VAD(v=round(self.v, 2), a=round(self.a, 2), d=round(self.d, 2))
+
+
+class Record(BaseModel):
+    """One input example. Only `id` and `text` are required in user-supplied JSONL."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1)
+    text: str
+    context: list[str] = Field(default_factory=list, description="previous turns, oldest first")
+    corpus: str = "custom"
+    taxonomy: str = "goemotions"
+    split: str = "train"
+    labels: list[str] = Field(default_factory=list)
+    vad: VAD | None = None
+    vad_source: VadSource = "none"
+    # Free-form provenance, e.g. {"flip_of": "<source id>"} for Valence Flip records.
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _labels_in_taxonomy(self) -> "Record":
+        if self.taxonomy not in TAXONOMIES:
+            raise ValueError(f"unknown taxonomy {self.taxonomy!r}; choose one of {', '.join(TAXONOMIES)}")
+        allowed = TAXONOMIES[self.taxonomy]
+        norm = _dedupe(l.strip().lower() for l in self.labels)
+        unknown = [l for l in norm if l not in allowed]
+        if unknown:
+            raise ValueError(f"labels {unknown} are not in taxonomy {self.taxonomy!r}")
+        self.labels = norm
+        if self.vad is None and self.vad_source != "none":
+            raise ValueError(f"vad_source={self.vad_source!r} but no vad given")
+        return self
+
+
+def _dedupe(items) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt and target
+# ---------------------------------------------------------------------------------------------
+
+PROMPT_TEMPLATE = (
+    "Classify the emotion of the text and rate its valence, arousal and dominance.\n"
+    "Labels: {labels}\n"
+    "{context}"
+    "Text: {text}\n"
+    'Answer with one line of JSON: {{"labels":[...],"vad":{{"v":0-1,"a":0-1,"d":0-1}},"rationale":"..."}}\n'
+)
+
+
+def render_prompt(record: Record) -> str:
+    """The one prompt template for training and inference (context turns included when present)."""
+    context = "".join(f"Turn {i + 1}: {turn}\n" for i, turn in enumerate(record.context))
+    if context:
+        context = "Context:\n" + context
+    return PROMPT_TEMPLATE.format(
+        labels=", ".join(taxonomy(record.taxonomy)), context=context, text=record.text
+    )
+
+
+def clip_rationale(text: str) -> str:
+    """At most MAX_RATIONALE_WORDS words, on one line."""
+    return " ".join(text.split()[:MAX_RATIONALE_WORDS])
+
+
+def render_target(labels: list[str], vad: VAD | tuple[float, float, float], rationale: str) -> str:
+    """The one-line JSON answer; VAD always printed with two decimals, e.g. 0.50."""
+    if not isinstance(vad, VAD):
+        vad = VAD(v=vad[0], a=vad[1], d=vad[2])
+    v, a, d = (f"{x:.2f}" for x in vad.as_tuple())
+    return (
+        '{"labels":' + json.dumps(list(labels), ensure_ascii=False, separators=(",", ":"))
+        + f',"vad":{{"v":{v},"a":{a},"d":{d}}}'
+        + ',"rationale":' + json.dumps(clip_rationale(rationale), ensure_ascii=False) + "}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Tail-scanning parser
+# ---------------------------------------------------------------------------------------------
+
+
+class Answer(BaseModel):
+    """A model answer that passed the contract (labels normalized, VAD checked)."""
+
+    model_config = ConfigDict(extra="ignore")
+    labels: list[str]
+    vad: VAD
+    rationale: str
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any, info) -> list[str]:
+        if not isinstance(value, list):
+            raise PydanticCustomError("bad_labels", "labels must be a list of strings")
+        if not value:
+            raise PydanticCustomError("empty_labels", "labels is empty")
+        if not all(isinstance(l, str) for l in value):
+            raise PydanticCustomError("bad_labels", "every label must be a string")
+        norm = _dedupe(l.strip().lower() for l in value)
+        allowed = TAXONOMIES[info.context["taxonomy"]]
+        unknown = [l for l in norm if l not in allowed]
+        if unknown:
+            raise PydanticCustomError("unknown_label", "not in the taxonomy: {unknown}", {"unknown": unknown})
+        return norm
+
+    @field_validator("vad", mode="before")
+    @classmethod
+    def _vad(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or set(value) != {"v", "a", "d"}:
+            raise PydanticCustomError("bad_vad", "vad must be an object with exactly v, a, d")
+        for key, x in value.items():
+            # A JSON number only: no strings, booleans, null, NaN or Infinity.
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not 0 <= x <= 1:
+                raise PydanticCustomError("bad_vad", "vad.{key} must be a number in [0, 1], got {x!r}", {"key": key, "x": x})
+        return value
+
+    @field_validator("rationale", mode="before")
+    @classmethod
+    def _rationale(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise PydanticCustomError("bad_rationale", "rationale must be a string")
+        return value
+
+
+class ParseResult(BaseModel):
+    parse_ok: bool
+    labels: list[str] | None = None
+    vad: VAD | None = None
+    rationale: str | None = None
+    error: str | None = None  # machine-readable reason, None when parse_ok
+    detail: str | None = None  # human-readable explanation
+
+    def row(self) -> dict[str, Any]:
+        """The JSON-ready prediction fields (`vad` as {v,a,d} or None)."""
+        return {
+            "parse_ok": self.parse_ok,
+            "labels": self.labels,
+            "vad": self.vad.model_dump() if self.vad else None,
+            "rationale": self.rationale,
+            "error": self.error,
+        }
+
+
+_STRUCTURAL = re.compile(r'[{}"\\]')
+_OPENS_JSON = re.compile(r'\s*"')
+
+
+def find_last_object(raw: str) -> tuple[str | None, str | None]:
+    """Return (json_text, None) for the last complete balanced {...} in `raw`, or (None, reason).
+
+    Braces count only outside JSON strings; quotes only matter once an object is open, so
+    prose and code fences around the answer are ignored. The last object to close wins and
+    there is no fallback to earlier objects. A generation that ends inside an object that looks
+    like JSON (its "{" followed by a quote) was truncated: reason `unbalanced`.
+    """
+    stack: list[int] = []
+    in_string = skip_next = False
+    last: tuple[int, int] | None = None
+    for m in _STRUCTURAL.finditer(raw):
+        ch, pos = m.group(), m.start()
+        if skip_next:  # the character after a backslash inside a string
+            skip_next = False
+            continue
+        if in_string:
+            if ch == "\\":
+                skip_next = raw[pos + 1:pos + 2] in ('{', '}', '"', "\\")
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch == "{":
+            stack.append(pos)
+        elif ch == "}" and stack:
+            last = (stack.pop(), pos + 1)  # closes after every earlier span: the latest wins
+        elif ch == '"' and stack:
+            in_string = True
+    if any(_OPENS_JSON.match(raw, p + 1) for p in stack):
+        return None, "unbalanced"
+    if last is None:
+        return None, ("unbalanced" if stack else "no_json")
+    return raw[last[0]:last[1]], None
+
+
+def parse_output(raw: Any, taxonomy_name: str) -> ParseResult:
+    """Decide ParseOK for one raw generation. Never raises on any input string."""
+    taxonomy(taxonomy_name)  # a wrong taxonomy name is a caller bug: fail loudly
+    if not isinstance(raw, str):
+        return ParseResult(parse_ok=False, error="no_json", detail="output is not a string")
+    try:
+        text, reason = find_last_object(raw)
+        if text is None:
+            return ParseResult(parse_ok=False, error=reason)
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            return ParseResult(parse_ok=False, error="invalid_json", detail=str(exc)[:200])
+        try:
+            ans = Answer.model_validate(obj, context={"taxonomy": taxonomy_name})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            kind = err["type"]
+            if kind == "missing":
+                kind = "missing_field"
+            elif kind in ("model_type", "dict_type"):
+                kind = "invalid_json"
+            field = ".".join(str(p) for p in err["loc"])
+            return ParseResult(parse_ok=False, error=kind, detail=f"{field}: {err['msg']}"[:300])
+        return ParseResult(parse_ok=True, labels=ans.labels, vad=ans.vad, rationale=ans.rationale)
+    except Exception as exc:  # noqa: BLE001 - the contract promises no exception escapes
+        return ParseResult(parse_ok=False, error="internal", detail=f"{type(exc).__name__}: {exc}"[:300])
