@@ -191,13 +191,13 @@ def find_last_object(raw: str) -> tuple[str | None, str | None]:
     """Return (json_text, None) for the last complete balanced {...} in `raw`, or (None, reason).
 
     Braces count only outside JSON strings; quotes only matter once an object is open, so
-    prose and code fences around the answer are ignored. The last object to close wins and
-    there is no fallback to earlier objects. A generation that ends inside an object that looks
+    prose and code fences around the answer are ignored. The last JSON-looking object (its "{"
+    followed by a quote, or empty) to close wins, and there is no fallback to earlier ones. A generation that ends inside an object that looks
     like JSON (its "{" followed by a quote) was truncated: reason `unbalanced`.
     """
     stack: list[int] = []
     in_string = skip_next = False
-    last: tuple[int, int] | None = None
+    last = last_json = None  # (start, end) of the latest balanced span / JSON-looking span
     for m in _STRUCTURAL.finditer(raw):
         ch, pos = m.group(), m.start()
         if skip_next:  # the character after a backslash inside a string
@@ -212,14 +212,19 @@ def find_last_object(raw: str) -> tuple[str | None, str | None]:
         if ch == "{":
             stack.append(pos)
         elif ch == "}" and stack:
-            last = (stack.pop(), pos + 1)  # closes after every earlier span: the latest wins
+            start = stack.pop()
+            last = (start, pos + 1)  # closes after every earlier span: the latest wins
+            if _OPENS_JSON.match(raw, start + 1) or raw[start + 1:pos].strip() == "":
+                last_json = last
         elif ch == '"' and stack:
             in_string = True
     if any(_OPENS_JSON.match(raw, p + 1) for p in stack):
         return None, "unbalanced"
     if last is None:
         return None, ("unbalanced" if stack else "no_json")
-    return raw[last[0]:last[1]], None
+    # Prefer the last span that looks like a JSON object; a lone {prose} span is invalid JSON.
+    start, end = last_json or last
+    return raw[start:end], None
 
 
 def parse_output(raw: Any, taxonomy_name: str) -> ParseResult:
