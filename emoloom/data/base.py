@@ -18,8 +18,6 @@ from typing import Any
 from emoloom.contract import Record
 from emoloom.labels import TAXONOMIES, taxonomy as taxonomy_labels, to_ekman
 
-# The native taxonomy of each corpus reader.
-NATIVE_TAXONOMY = {"goemotions": "goemotions", "empathetic": "empathetic", "dailydialog": "dailydialog"}
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -164,7 +162,9 @@ class LoadResult:
         if progress:
             from tqdm import tqdm
 
-            records = tqdm(records, desc="weak VAD", unit="rec", file=_stderr())
+            err = _stderr()
+            tty = err.isatty()  # not a terminal (a log file): a line every 10 s, not every 0.1 s
+            records = tqdm(records, desc="weak VAD", unit="rec", file=err, mininterval=0.1 if tty else 10.0)
         return [with_weak_vad(r, lexicon, label_weight=label_weight) for r in records]
 
     def stats(self, lexicon: Any = None, *, label_weight: float = 0.5, records_with_vad: list[Record] | None = None,
