@@ -23,14 +23,22 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
+from emoloom.contract import VAD, Record, clip_rationale
 from emoloom.labels import VAD_ANCHORS, anchor
 
-if TYPE_CHECKING:  # contract imports pydantic; only needed for annotations here
-    from emoloom.contract import VAD, Record
-
 Triple = tuple[float, float, float]
+
+
+class Match(NamedTuple):
+    """A lexicon word found in a text."""
+
+    token: str       # as written (lower-cased)
+    lemma: str       # the lexicon entry it resolved to
+    vad: Triple      # negation applied
+    negated: bool
+
 
 BUILTIN_PATH = Path(__file__).resolve().parent / "resources" / "lexicon_builtin.tsv"
 
@@ -53,6 +61,7 @@ NEGATORS = frozenset({
     "wouldnt", "shouldnt", "wont", "havent", "hasnt", "hadnt", "aint",
 })
 NEGATION_WINDOW = 3  # tokens after a negator whose valence is mirrored
+_DEGREE = frozenset({"this", "that", "so", "such", "more"})  # "never been so happy"
 
 
 def _is_negator(token: str) -> bool:
@@ -195,58 +204,60 @@ class Lexicon:
         """VAD of the lower-cased word as listed, without lemmatisation."""
         return self._index.get(word.strip().lower())
 
+    def lemma(self, word: str) -> str | None:
+        """The lexicon entry a word resolves to (see `lemma_candidates`), or None."""
+        word = word.strip().lower().replace("\u2019", "'")
+        if word not in self._cache:
+            self._cache[word] = next((c for c in lemma_candidates(word) if c in self._index), None)
+        return self._cache[word]
+
     def lookup(self, word: str) -> Triple | None:
         """VAD of a word: lower-cased, then the light lemmatisation of `lemma_candidates`."""
-        word = word.strip().lower().replace("\u2019", "'")
-        if word in self._cache:
-            return self._cache[word]
-        found = None
-        for cand in lemma_candidates(word):
-            if cand in self._index:
-                found = self._index[cand]
-                break
-        self._cache[word] = found
-        return found
+        lemma = self.lemma(word)
+        return None if lemma is None else self._index[lemma]
 
-    def matches(self, text: str) -> list[tuple[str, Triple, bool]]:
-        """(token, VAD with negation applied, negated?) for each lexicon word of the text.
+    def matches(self, text: str) -> list[Match]:
+        """One `Match` per lexicon word of the text, in order, with negation applied.
 
         A negator (not, no, never, without, *n't, ...) mirrors the valence (v -> 1 - v) of the
         lexicon words among the next NEGATION_WINDOW tokens; punctuation and "but" end the scope.
-        Arousal and dominance are left as they are.
+        Arousal and dominance are left as they are. "never" followed by a degree word
+        ("never been this/so happy") intensifies rather than negates, so that closes its scope.
         """
-        out: list[tuple[str, Triple, bool]] = []
+        out: list[Match] = []
         left = 0  # tokens of negation scope still open
+        negator = ""
         for tok in tokenize(text):
-            if tok in _SCOPE_BREAK:
+            if tok in _SCOPE_BREAK or (negator == "never" and left and tok in _DEGREE):
                 left = 0
                 continue
             if _is_negator(tok):
-                left = NEGATION_WINDOW
+                left, negator = NEGATION_WINDOW, tok
                 continue
-            vad = self.lookup(tok)
+            lemma = self.lemma(tok)
             negated = left > 0
             if left:
                 left -= 1
-            if vad is None:
+            if lemma is None:
                 continue
-            if negated:
-                vad = (1.0 - vad[0], vad[1], vad[2])
-            out.append((tok, vad, negated))
+            v, a, d = self._index[lemma]
+            out.append(Match(tok, lemma, (1.0 - v if negated else v, a, d), negated))
         return out
 
     def text_vad(self, text: str) -> tuple[Triple | None, list[str]]:
         """Mean VAD over the matched tokens (negation applied) and the matched cue words.
 
-        Cue words are the matched tokens as written (lower-cased), de-duplicated, in order.
-        Returns (None, []) when no word of the text is in the lexicon.
+        Cue words are the matched tokens as written (lower-cased), in text order, one per
+        lexicon entry (first spelling kept). Returns (None, []) when no word is in the lexicon.
         """
         found = self.matches(text)
         if not found:
             return None, []
-        mean = tuple(sum(vad[i] for _, vad, _ in found) / len(found) for i in range(3))
-        cues = list(dict.fromkeys(tok for tok, _, _ in found))
-        return mean, cues  # type: ignore[return-value]
+        mean = tuple(sum(m.vad[i] for m in found) / len(found) for i in range(3))
+        cues: dict[str, str] = {}
+        for m in found:
+            cues.setdefault(m.lemma, m.token)
+        return mean, list(cues.values())  # type: ignore[return-value]
 
 
 def _number(path: Path, lineno: int, field: str, value: str) -> float:
@@ -347,7 +358,7 @@ def _label_anchor(labels: Iterable[str]) -> Triple | None:
 
 
 def weak_vad(text: str, labels: list[str], lexicon: Lexicon,
-             label_weight: float = 0.5) -> tuple["VAD", str, list[str]]:
+             label_weight: float = 0.5) -> tuple[VAD, str, list[str]]:
     """(vad, vad_source, cue_words) for a text with gold `labels`.
 
     * words matched and labels given: (1 - label_weight) * lexicon + label_weight * anchor
@@ -355,8 +366,6 @@ def weak_vad(text: str, labels: list[str], lexicon: Lexicon,
     * no labels: the lexicon mean alone
     * neither: (0.5, 0.5, 0.5) with source "none"
     """
-    from emoloom.contract import VAD
-
     if not 0.0 <= label_weight <= 1.0:
         raise ValueError(f"label_weight must be in [0, 1], got {label_weight}")
     lex, cues = lexicon.text_vad(text)
@@ -369,12 +378,12 @@ def weak_vad(text: str, labels: list[str], lexicon: Lexicon,
     elif prior is not None:
         vad = prior
     else:
-        return VAD(v=0.5, a=0.5, d=0.5), "none", []
+        return VAD(v=NEUTRAL_VAD[0], a=NEUTRAL_VAD[1], d=NEUTRAL_VAD[2]), "none", []
     v, a, d = (min(1.0, max(0.0, x)) for x in vad)  # guard float drift past the bounds
     return VAD(v=v, a=a, d=d), "lexicon", cues
 
 
-def with_weak_vad(record: "Record", lexicon: Lexicon, label_weight: float = 0.5) -> "Record":
+def with_weak_vad(record: Record, lexicon: Lexicon, label_weight: float = 0.5) -> Record:
     """A copy of `record` with a lexicon-weak VAD; an existing (gold) vad is left untouched."""
     if record.vad is not None:
         return record.model_copy(deep=True)
@@ -393,21 +402,20 @@ def rationale_for(text: str, labels: list[str], lexicon: Lexicon) -> str:
     e.g. 'cues: furious, late' or 'cues: not happy, tired'. Without strong cues:
     'no strong emotion words', plus the implied labels when they aren't just neutral.
     """
-    from emoloom.contract import clip_rationale
-
-    strong: dict[str, tuple[float, int]] = {}
-    for pos, (tok, (v, a, _), negated) in enumerate(lexicon.matches(text)):
+    strong: dict[str, tuple[float, int, str]] = {}  # lemma (+negation) -> (strength, pos, cue)
+    for pos, m in enumerate(lexicon.matches(text)):
+        v, a, _ = m.vad
         strength = abs(v - 0.5)
         if strength < CUE_MIN_VALENCE_SHIFT and a < CUE_MIN_AROUSAL:
             continue
-        cue = f"not {tok}" if negated else tok
-        if cue not in strong:
-            strong[cue] = (strength + 0.25 * a, pos)
+        key = ("not " if m.negated else "") + m.lemma
+        if key not in strong:
+            strong[key] = (strength + 0.25 * a, pos, ("not " if m.negated else "") + m.token)
     if strong:
         # the strongest few, shown in text order
-        top = sorted(strong, key=lambda c: (-strong[c][0], strong[c][1]))[:MAX_CUES]
-        top.sort(key=lambda c: strong[c][1])
-        return clip_rationale("cues: " + ", ".join(top))
+        top = sorted(strong.values(), key=lambda c: (-c[0], c[1]))[:MAX_CUES]
+        top.sort(key=lambda c: c[1])
+        return clip_rationale("cues: " + ", ".join(c[2] for c in top))
     implied = [l for l in labels if l != "neutral"][:2]
     if implied:
         return clip_rationale("no strong emotion words; implies " + " and ".join(implied))

@@ -1,10 +1,9 @@
 """Lexicon loading (built-in, NRC-VAD, Warriner), negation, lemmas and the weak VAD target."""
 from __future__ import annotations
 
+import csv
 import hashlib
-import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -20,11 +19,6 @@ from emoloom.lexicon import (
     weak_vad,
     with_weak_vad,
 )
-
-SHARED_DATA = Path(os.environ.get("EMOLOOM_SHARED_DATA")
-                   or Path(__file__).resolve().parents[1].parent / "shared" / "data")
-WARRINER_CSV = SHARED_DATA / "warriner" / "Ratings_Warriner_et_al.csv"
-
 
 @pytest.fixture(scope="module")
 def lex() -> Lexicon:
@@ -101,6 +95,8 @@ def test_text_vad_mean_and_cues(lex):
     expected = [lex.lookup(w) for w in ("happy", "happy", "day", "furious")]
     assert approx3(vad, tuple(sum(e[i] for e in expected) / 4 for i in range(3)))
     assert cues == ["happy", "day", "furious"]
+    # one cue per lexicon entry, first spelling kept
+    assert lex.text_vad("rewards and a reward, loved it, love")[1] == ["rewards", "loved"]
     assert lex.text_vad("qwzx blorp") == (None, [])
 
 
@@ -111,9 +107,9 @@ def test_text_vad_mean_and_cues(lex):
 def test_negation_mirrors_valence(lex, negated):
     v, a, d = lex.lookup("happy")
     _, cues = lex.text_vad(negated)
-    happy = [m for m in lex.matches(negated) if m[0] == "happy"]
-    assert happy and happy[0][2] is True
-    assert happy[0][1] == pytest.approx((1 - v, a, d))
+    happy = [m for m in lex.matches(negated) if m.token == "happy"]
+    assert happy and happy[0].negated is True and happy[0].lemma == "happy"
+    assert happy[0].vad == pytest.approx((1 - v, a, d))
     assert "happy" in cues
 
 
@@ -131,8 +127,12 @@ def test_negation_scope_window_and_punctuation(lex):
     assert lex.text_vad("not bad, but happy")[0][0] == pytest.approx(
         ((1 - lex.lookup("bad")[0]) + lex.lookup("happy")[0]) / 2)
     # the window is 3 tokens: "happy" as the 4th token after "not" is not negated
-    assert not lex.matches("not at all really happy")[-1][2]
-    assert lex.matches("not really very happy")[-1][2]
+    assert not lex.matches("not at all really happy")[-1].negated
+    assert lex.matches("not really very happy")[-1].negated
+    # "never been this/so X" intensifies, while "not so X" still negates
+    assert not lex.matches("I've never been this sad")[-1].negated
+    assert not lex.matches("never so happy")[-1].negated
+    assert lex.matches("not so happy")[-1].negated
 
 
 # --- weak VAD ----------------------------------------------------------------------------------
@@ -274,13 +274,18 @@ def test_warriner_layout_small(tmp_path):
         Lexicon.load(p)
 
 
-@pytest.mark.skipif(not WARRINER_CSV.is_file(),
-                    reason=f"Warriner ratings not found at {WARRINER_CSV} (set EMOLOOM_SHARED_DATA)")
-def test_warriner_shared_data():
-    lex = Lexicon.load(WARRINER_CSV)
+def test_warriner_shared_data(shared_data):
+    # `shared_data` (conftest): $EMOLOOM_SHARED_DATA or <checkout>/../shared/data, else skipped
+    csv_path = shared_data / "warriner" / "Ratings_Warriner_et_al.csv"
+    if not csv_path.is_file():
+        pytest.skip(f"Warriner ratings not found at {csv_path}")
+    lex = Lexicon.load(csv_path)
     assert len(lex) == 13915
     assert lex.name == "Ratings_Warriner_et_al.csv"
     assert all(0.0 <= x <= 1.0 for vad in lex.entries.values() for x in vad)
-    # aardvark: V 6.26, A 2.41, D 4.27 on 1..9
-    assert lex.lookup("aardvark") == pytest.approx(((6.26 - 1) / 8, (2.41 - 1) / 8, (4.27 - 1) / 8))
+    # the first data row, rescaled from 1..9 (read here rather than copied into the repo)
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        row = next(csv.DictReader(f))
+    expected = tuple((float(row[c]) - 1) / 8 for c in ("V.Mean.Sum", "A.Mean.Sum", "D.Mean.Sum"))
+    assert lex.lookup(row["Word"]) == pytest.approx(expected)
     assert lex.lookup("happy")[0] > 0.8 > 0.2 > lex.lookup("sad")[0]

@@ -7,6 +7,7 @@ label for a row it cannot read: a row is either read exactly or skipped and repo
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import re
@@ -57,6 +58,26 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def csv_rows(reader, path, report: "Report", first_line: int = 1):
+    """(line, row) of a csv.reader; `line` is where the row starts (rows may span lines). A row
+    that `csv` cannot read (e.g. a field over the size limit) is reported and reading goes on.
+    `first_line` is the file line of the reader's first line (2 after a header read by hand)."""
+    offset = first_line - 1
+    start = first_line
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            report.bad(path, start, f"unreadable CSV row: {exc}")
+            start = reader.line_num + offset + 1
+            continue
+        line, start = start, reader.line_num + offset + 1
+        if row:  # blank lines are no rows
+            yield line, row
 
 
 def has_undecodable(text: str) -> bool:

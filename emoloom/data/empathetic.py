@@ -20,7 +20,7 @@ from typing import Iterable
 from emoloom.contract import Record
 from emoloom.labels import ED_ALIASES, EMPATHETIC
 
-from .base import Report, has_undecodable, require_path
+from .base import Report, csv_rows, has_undecodable, require_path
 
 CORPUS = "empathetic"
 TAXONOMY = "empathetic"
@@ -79,11 +79,8 @@ def _read_situations(f, header, path: Path, split: str, report: Report, limit: i
     reader = csv.reader(f)  # default quoting: text fields with commas are quoted
     i_text, i_label = header.index("text"), header.index("label")
     records: list[Record] = []
-    start, row_no = 2, -1
-    for row in reader:
-        line, start = start, reader.line_num + 2  # +1 for the header already read
-        if row == []:
-            continue
+    row_no = -1
+    for line, row in csv_rows(reader, path, report, first_line=2):
         row_no += 1
         if len(row) != len(header):
             report.bad(path, line, f"expected {len(header)} columns ({','.join(header)}), got {len(row)}")
@@ -109,10 +106,7 @@ def _read_original(f, header, path: Path, split: str, report: Report, limit: int
     reader = csv.reader(f, quoting=csv.QUOTE_NONE)
     col = {name: header.index(name) for name in ORIGINAL_COLUMNS[:4]}
     rows = []
-    for row in reader:
-        line = reader.line_num + 1
-        if row == []:
-            continue
+    for line, row in csv_rows(reader, path, report, first_line=2):
         if len(row) != len(header):
             report.bad(path, line, f"expected {len(header)} comma-separated columns, got {len(row)} (stray comma?)")
             continue

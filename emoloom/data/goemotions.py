@@ -13,7 +13,7 @@ from typing import Iterable
 from emoloom.contract import Record
 from emoloom.labels import GOEMOTIONS
 
-from .base import Report, has_undecodable, require_path
+from .base import Report, csv_rows, has_undecodable, require_path
 
 CORPUS = "goemotions"
 TAXONOMY = "goemotions"
@@ -59,12 +59,7 @@ def read_tsv(source, split: str | None, report: Report, limit: int | None = None
     records: list[Record] = []
     seen: dict[str, int] = {}
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        reader = csv.reader(f, delimiter="\t")
-        start = 1
-        for row in reader:
-            line, start = start, reader.line_num + 1
-            if row == []:
-                continue  # blank line
+        for line, row in csv_rows(csv.reader(f, delimiter="\t"), path, report):
             if len(row) != 3:
                 report.bad(path, line, f"expected 3 tab-separated columns (text, label ids, id), got {len(row)}")
                 continue

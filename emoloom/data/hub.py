@@ -1,7 +1,8 @@
 """Hugging Face Hub sources (`datasets.load_dataset`), imported lazily.
 
 With HF_HUB_OFFLINE=1 or HF_DATASETS_OFFLINE=1 a hub source fails at once, before `datasets`
-is imported, with a message that says how to point at local files instead.
+is imported, with a message that says how to point at local files instead. Bad rows are
+reported as ``hf://<id>[/<config>][<split>]:<row>`` (0-based row index).
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def check_online(corpus: str, source: str) -> None:
     if var:
         hint = HUB[corpus][3] if corpus in HUB else "pass --source with a local file path"
         raise HubOfflineError(
-            f"{source!r} looks like a Hugging Face Hub dataset id, but {var}=1 switches the hub off, "
+            f"{source!r} is no local file or folder and looks like a Hugging Face Hub dataset id, "
+            f"but {var}=1 switches the hub off, "
             f"so it cannot be downloaded. Use local files instead: {hint}"
         )
 

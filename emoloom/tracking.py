@@ -1,0 +1,144 @@
+"""MLflow bookkeeping of a screen: one parent run per screen, one child run per trial.
+
+Runs are found again by tags (`emoloom.screen_hash`, `emoloom.trial_key`), which is what makes a
+resumed screen continue its runs instead of duplicating them. Everything goes through
+`MlflowClient` with an explicit tracking URI: Tune changes each trial's working directory.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from emoloom.config import flatten
+
+SCREEN_TAG = "emoloom.screen_hash"
+TRIAL_TAG = "emoloom.trial_key"
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAM_CHARS = 500  # MLflow caps param values
+
+
+def default_tracking_uri(storage: str | Path) -> str:
+    return "sqlite:///" + str((Path(storage) / "mlflow.db").resolve())
+
+
+def resolve_tracking_uri(configured: str | None, storage: str | Path) -> str:
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(storage)
+
+
+def client(uri: str):
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def check_reachable(uri: str, timeout_s: int = 10) -> None:
+    """Fail before any training when a remote tracking server does not answer."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
+    except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+        raise RuntimeError(
+            f"MLflow tracking server {uri} is unreachable ({type(exc).__name__}: {exc}). Start it "
+            f"(mlflow server --backend-store-uri sqlite:///mlflow.db --port 5000), fix "
+            f"mlflow.tracking_uri / MLFLOW_TRACKING_URI, or leave both unset for a local sqlite store."
+        ) from None
+
+
+def ensure_experiment(c, name: str) -> str:
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            c.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    return c.create_experiment(name)
+
+
+def find_run(c, experiment_id: str, **tags: str):
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = c.search_runs([experiment_id], filter_string=query, max_results=1,
+                         order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
+
+
+def start_or_resume(c, experiment_id: str, run_name: str, tags: dict[str, str], key_tags: dict[str, str]):
+    """Return (run, resumed): the run carrying `key_tags`, created when missing."""
+    run = find_run(c, experiment_id, **key_tags)
+    if run is not None:
+        if run.info.status != "RUNNING" and run.info.status != "FINISHED":
+            c.update_run(run.info.run_id, status="RUNNING")
+        return run, True
+    return c.create_run(experiment_id, run_name=run_name, tags={**tags, **key_tags}), False
+
+
+def log_params(c, run_id: str, params: dict[str, Any]) -> None:
+    """Flattened dotted params; ones already logged are skipped (params are immutable)."""
+    from mlflow.entities import Param
+
+    existing = c.get_run(run_id).data.params
+    items = []
+    for key, value in flatten(params).items():
+        text = str(value)[:MAX_PARAM_CHARS]
+        if key in existing:
+            if existing[key] != text:
+                raise ValueError(f"param {key} of run {run_id} was {existing[key]!r}, now {text!r}")
+            continue
+        items.append(Param(key, text))
+    for i in range(0, len(items), 100):
+        c.log_batch(run_id, params=items[i:i + 100])
+
+
+def log_metrics(c, run_id: str, metrics: dict[str, Any], step: int = 0) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in flatten(metrics).items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for i in range(0, len(items), 500):
+        c.log_batch(run_id, metrics=items[i:i + 500])
+
+
+def set_tags(c, run_id: str, tags: dict[str, Any]) -> None:
+    from mlflow.entities import RunTag
+
+    c.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+
+def log_files(c, run_id: str, paths: Iterable[str | Path], artifact_path: str | None = None) -> None:
+    for p in map(Path, paths):
+        if p.is_dir():
+            c.log_artifacts(run_id, str(p), artifact_path=(artifact_path + "/" if artifact_path else "") + p.name)
+        elif p.exists():
+            c.log_artifact(run_id, str(p), artifact_path=artifact_path)
+
+
+def finish(c, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
+    if reason:
+        set_tags(c, run_id, {"emoloom.failure": reason})
+    c.set_terminated(run_id, status=status)
+
+
+def child_runs(c, experiment_id: str, parent_run_id: str) -> list:
+    return c.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                         max_results=1000, order_by=["attributes.start_time ASC"])
+
+
+def register_best(c, run_id: str, model_name: str, artifact: str = "adapter") -> str:
+    """Register the best trial's adapter as a model version and point alias `best` at it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.create_registered_model(model_name)
+    except MlflowException:
+        pass  # exists already
+    source = f"{c.get_run(run_id).info.artifact_uri}/{artifact}"
+    version = c.create_model_version(model_name, source=source, run_id=run_id)
+    c.set_registered_model_alias(model_name, "best", version.version)
+    return version.version
