@@ -10,8 +10,11 @@ from emoloom.config import StrictModel
 
 
 class DataSource(StrictModel):
+    """A corpus split for evaluation (`emoloom.data.load_corpus` arguments)."""
+
     corpus: str
-    source: str
+    source: str | None = None  # None only for `synthetic` (generated)
+    taxonomy: str | None = None  # synthetic: which sub-corpus
     split: str
     limit: int | None = None
 

@@ -1,0 +1,1 @@
+"""The screen: Ray Tune + Optuna over recipes and base models, KV-off evaluation, MLflow."""
