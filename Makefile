@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 
 demo: setup
-	$(PY) -m emoloom.demo
+	$(PY) -m emoloom.screen
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider

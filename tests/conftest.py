@@ -9,6 +9,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA_DEFAULT = REPO.parent / "shared" / "data"
 
+# The suite runs offline and hermetic: no hub, no telemetry, and built-in models/tokenizers are
+# built into a cache private to this test session (subprocesses inherit it).
+for _key, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                     "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
+                     "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}.items():
+    os.environ.setdefault(_key, _value)
+if "EMOLOOM_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["EMOLOOM_CACHE"] = tempfile.mkdtemp(prefix="emoloom-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["EMOLOOM_CACHE"], True)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
