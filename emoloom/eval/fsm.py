@@ -239,5 +239,8 @@ class SkeletonFSM:
         key, dn = res
         return self.key_id(key), dn if key == RAT else 0
 
+    def start_state(self) -> tuple[int, int]:
+        return self.start, 0
+
     def is_done(self, state: tuple[int, int]) -> bool:
         return self._keys[state[0]] == DONE

@@ -104,6 +104,10 @@ class DistributedSection(StrictModel):
     bf16: bool | Literal["auto"] = "auto"  # auto: on when use_gpu and the GPU supports it
     use_gpu: bool = False
     cpus_per_worker: int = Field(1, ge=1)
+    # torch intra-op threads of each worker and of the in-process loop (None: cpus_per_worker).
+    # One thread is the fast choice for tiny models on a busy 2-core box: two OpenMP threads
+    # competing with other processes ran a tiny-qwen2 step ~20x slower than one thread.
+    torch_threads: int | None = Field(None, ge=1)
     deepspeed_config: str | None = None  # None: emoloom/resources/deepspeed/zero{stage}.json
     max_failures: int = Field(0, ge=0)  # Ray Train worker-group restarts (resume from checkpoint)
 
@@ -122,7 +126,8 @@ class TrainConfig(StrictModel):
     epochs: int = Field(1, ge=1)
     # None: one pass over pool A + B at the aggregate batch size (batch_size * grad_accum * workers).
     steps_per_epoch: int | None = Field(None, ge=1)
-    max_steps: int | None = Field(None, ge=1)  # caps epochs * steps_per_epoch (optimizer steps)
+    # Optimizer steps in all; when set it overrides epochs (as in HF Trainer), last epoch partial.
+    max_steps: int | None = Field(None, ge=1)
     resume: bool = True  # continue from the newest checkpoint of the same config, if any
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(25, ge=1)

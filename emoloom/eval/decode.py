@@ -1,0 +1,563 @@
+"""KV-off greedy decoding of contract answers: a reference decoder and three fast ones.
+
+Every decoder here recomputes the whole prefix at every forward (no KV cache), as the paper's
+evaluation does. All of them stop a row at the first of:
+
+* EOS,
+* the JSON object closing: brace depth back to 0 outside strings, after an opening brace
+  (`JsonCloseScanner`, the counting rule of `contract.find_last_object`),
+* `max_new_tokens` generated tokens.
+
+Decoders:
+
+``reference``   transformers ``model.generate(use_cache=False, do_sample=False)``, one prompt at a
+                time, with a StoppingCriteria implementing the same JSON-close rule, so its output
+                strings are comparable with the fast decoder's over the whole string.
+``fast``        the same greedy tokens, faster: length-sorted continuous batching (finished rows
+                leave the batch and waiting rows join), left padding with explicit position ids,
+                and draft-and-verify over the contract skeleton: the next skeleton tokens are
+                drafted from a table built from tokenized `render_target` renderings (and from
+                the prompt for copied text), all drafts are checked in the single KV-off forward
+                the step needs anyway, and the longest prefix that greedy would have produced is
+                accepted plus the next greedy token. Drafts never change the output, only how many
+                forwards it takes.
+``constrained`` greedy under a logits mask from `fsm.SkeletonFSM`: labels from the taxonomy,
+                VAD as two-decimal numbers in [0, 1], one-line rationale, closure within
+                `max_new_tokens` guaranteed, so ParseOK is 100% by construction. Uses the same
+                drafting.
+``score``       labels by likelihood: one batched forward per prompt scores every label's
+                continuation ``{"labels":["<label>"],"vad":{"v":`` (summed log-probabilities of
+                the tokens after the candidates' common prefix; a single label), then VAD and
+                rationale are decoded greedily under the constrained mask.
+
+Prompts longer than the model window (minus `max_new_tokens`) are cut from the left of their
+text part - oldest context turns first, then the start of the text - keeping the instruction and
+the answer cue; the prediction carries ``truncated: true``.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from emoloom.contract import Record, render_prompt, render_target
+from emoloom.labels import taxonomy as taxonomy_labels
+
+DECODERS = ("reference", "fast", "constrained", "score")
+DEFAULT_MAX_NEW_TOKENS = 96
+MAX_DRAFT = 16  # longest draft per step: KV-off, a few more tokens in a forward cost little
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedPrompt:
+    text: str  # the exact prompt string fed to the tokenizer
+    ids: list[int]
+    truncated: bool = False
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a formatted prompt. A chat template already holds its special tokens, so
+    they are only added (e.g. a BOS) for a plain prompt. Training should tokenize the same way."""
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    return list(tokenizer(prompt, add_special_tokens=not chat)["input_ids"])
+
+
+def model_window(model, tokenizer=None) -> int:
+    """Longest sequence the model takes (position embeddings), else the tokenizer's limit."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    n = getattr(tokenizer, "model_max_length", None)
+    return n if isinstance(n, int) and 0 < n < 1_000_000 else 2048
+
+
+def _render(tokenizer, record: Record) -> tuple[str, list[int]]:
+    from emoloom.models import format_prompt
+
+    text = format_prompt(tokenizer, render_prompt(record))
+    return text, encode_prompt(tokenizer, text)
+
+
+def prepare_prompt(record: Record, tokenizer, max_tokens: int) -> PreparedPrompt:
+    """The prompt of `record` in at most `max_tokens` tokens (see the module doc on truncation)."""
+    text, ids = _render(tokenizer, record)
+    if len(ids) <= max_tokens:
+        return PreparedPrompt(text, ids)
+    rec = record
+    while rec.context:  # oldest turns go first: they matter least for the last turn's emotion
+        rec = rec.model_copy(update={"context": rec.context[1:]})
+        text, ids = _render(tokenizer, rec)
+        if len(ids) <= max_tokens:
+            return PreparedPrompt(text, ids, truncated=True)
+    _, fixed = _render(tokenizer, rec.model_copy(update={"text": ""}))
+    text_ids = tokenizer(rec.text, add_special_tokens=False)["input_ids"]
+    avail = min(len(text_ids), max_tokens - len(fixed))
+    for _ in range(8):  # re-tokenizing at the cut can merge differently: shrink until it fits
+        if avail <= 0:
+            break
+        kept = tokenizer.decode(text_ids[-avail:], skip_special_tokens=True).lstrip("\ufffd")
+        text, ids = _render(tokenizer, rec.model_copy(update={"text": kept}))
+        if len(ids) <= max_tokens:
+            return PreparedPrompt(text, ids, truncated=True)
+        avail -= len(ids) - max_tokens
+    # Not even the instruction fits: keep the prompt's tail, where the answer cue is.
+    text, ids = _render(tokenizer, rec.model_copy(update={"text": ""}))
+    ids = ids[-max_tokens:] if max_tokens > 0 else []
+    return PreparedPrompt(tokenizer.decode(ids), ids, truncated=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Token texts, the stop rule and the skeleton drafter
+# ---------------------------------------------------------------------------------------------
+
+_TEXT_CACHE: dict[int, tuple[object, list[str]]] = {}
+
+
+def token_texts(tokenizer) -> list[str]:
+    """Decoded text of every token id ("" for special tokens); cached per tokenizer object."""
+    hit = _TEXT_CACHE.get(id(tokenizer))
+    if hit is not None and hit[0] is tokenizer:
+        return hit[1]
+    n = len(tokenizer)
+    texts = tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=True,
+                                   clean_up_tokenization_spaces=False)
+    _TEXT_CACHE[id(tokenizer)] = (tokenizer, texts)
+    return texts
+
+
+def decode_text(tokenizer, ids: Sequence[int]) -> str:
+    """The raw output string of generated ids (the same call for every decoder)."""
+    return tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+class JsonCloseScanner:
+    """Is the first JSON object of the output closed yet? Braces count outside strings; quotes
+    only matter inside an object; a backslash in a string escapes the next character."""
+
+    __slots__ = ("depth", "in_string", "escape", "closed")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = self.escape = self.closed = False
+
+    def feed(self, text: str) -> bool:
+        if self.closed:
+            return True
+        for ch in text:
+            if ch not in '{}"\\':
+                self.escape = False
+                continue
+            if self.in_string:
+                if self.escape:
+                    self.escape = False
+                elif ch == "\\":
+                    self.escape = True
+                elif ch == '"':
+                    self.in_string = False
+                continue
+            if ch == "{":
+                self.depth += 1
+            elif ch == "}" and self.depth:
+                self.depth -= 1
+                if self.depth == 0:
+                    self.closed = True
+                    return True
+            elif ch == '"' and self.depth:
+                self.in_string = True
+        return False
+
+
+_START = -1  # sentinel "start of the answer" in draft contexts
+_AMBIGUOUS = -2
+
+
+class SkeletonDrafter:
+    """Drafts the next tokens where the contract's skeleton fixes them.
+
+    Built from tokenized `render_target` renderings over every label of the taxonomies, varied
+    VAD values and rationales: a context (the last 1..`order` answer tokens, the start marked)
+    maps to its next token when all renderings agree, else to "ambiguous". A draft follows the
+    longest known context while it is unambiguous, so it covers ``{"`` -> ``labels":["``, the rest
+    of a label once its first tokens pin it down, ``"],"`` -> ``vad":{"v":`` and so on, and stops
+    at free content (digits, rationale). When the skeleton drafts nothing, the tokens that
+    followed the last two answer tokens in the prompt are drafted (the rationale often quotes it).
+    """
+
+    def __init__(self, tokenizer, taxonomies: Sequence[str], order: int = 8, seed: int = 0) -> None:
+        import random
+
+        self.order = order
+        self.table: dict[tuple[int, ...], int] = {}
+        rng = random.Random(seed)
+        words = ["cues", "happy", "sad", "the", "not", "about", "angry", "so", "thanks", "wow",
+                 "i", "am", "feel", "great", "lost", "my", "job", "love", "it"]
+        for tax in dict.fromkeys(taxonomies):
+            labels = taxonomy_labels(tax)
+            for i, label in enumerate(labels):
+                for variant in range(3):
+                    chosen = [label] if variant != 2 else [label, labels[(i + 1) % len(labels)]]
+                    if variant == 1 and len(labels) > 2:
+                        chosen = [labels[(i + 2) % len(labels)], label]
+                    vad = tuple(rng.randint(0, 100) / 100 for _ in range(3))
+                    rationale = "cues: " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 5)))
+                    self._add(tokenizer(render_target(chosen, vad, rationale), add_special_tokens=False)["input_ids"])
+
+    def _add(self, ids: list[int]) -> None:
+        seq = [_START] + list(ids)
+        for pos in range(1, len(seq)):
+            for n in range(1, min(self.order, pos) + 1):
+                ctx = tuple(seq[pos - n:pos])
+                prev = self.table.get(ctx)
+                if prev is None:
+                    self.table[ctx] = seq[pos]
+                elif prev != seq[pos]:
+                    self.table[ctx] = _AMBIGUOUS
+
+    def draft(self, gen: list[int], k: int, lookup: dict | None = None, prompt: list[int] | None = None) -> list[int]:
+        if k <= 0:
+            return []
+        seq = ([_START] + gen)[-self.order:]
+        out: list[int] = []
+        while len(out) < k:
+            nxt = None
+            for n in range(len(seq), 0, -1):
+                nxt = self.table.get(tuple(seq[-n:]))
+                if nxt is not None:
+                    break
+            if nxt is None or nxt == _AMBIGUOUS:
+                break
+            out.append(nxt)
+            seq = (seq + [nxt])[-self.order:]
+        if not out and lookup is not None and prompt is not None and len(gen) >= 2:
+            at = lookup.get((gen[-2], gen[-1]))
+            if at is not None:
+                out = prompt[at:at + min(k, 8)]
+        return out
+
+
+def bigram_index(ids: list[int]) -> dict[tuple[int, int], int]:
+    """(a, b) -> position after the last occurrence of the bigram in `ids`."""
+    return {(ids[i], ids[i + 1]): i + 2 for i in range(len(ids) - 2)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Generation:
+    tokens: list[int]
+    raw: str
+    stop: str  # eos | json_closed | max_new_tokens
+    forwards: int  # model forwards this row took part in
+    label_scores: dict[str, float] | None = None  # score decoder only
+
+
+@dataclass
+class _Row:
+    index: int
+    prompt: list[int]
+    taxonomy: str
+    gen: list[int] = field(default_factory=list)
+    forwards: int = 0
+    stop: str | None = None
+    scanner: JsonCloseScanner = field(default_factory=JsonCloseScanner)
+    fsm_state: tuple[int, int] | None = None
+    lookup: dict | None = None
+    label_scores: dict[str, float] | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The decoder
+# ---------------------------------------------------------------------------------------------
+
+
+class Decoder:
+    """Greedy KV-off decoding of prepared prompts with one of `DECODERS`."""
+
+    def __init__(self, model, tokenizer, mode: str = "fast", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                 batch_size: int = 8, max_draft: int = MAX_DRAFT, draft: bool = True,
+                 max_labels: int = 3, max_rationale_chars: int = 80) -> None:
+        if mode not in DECODERS:
+            raise ValueError(f"unknown decoder {mode!r}; choose one of {', '.join(DECODERS)}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.model, self.tokenizer, self.mode = model, tokenizer, mode
+        self.max_new_tokens, self.batch_size = max_new_tokens, max(1, batch_size)
+        self.max_draft = max_draft if draft else 0
+        self.max_labels, self.max_rationale_chars = max_labels, max_rationale_chars
+        self.texts = token_texts(tokenizer)
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        if eos is None:
+            eos = tokenizer.eos_token_id
+        self.eos = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos), 0)
+        self.window = model_window(model, tokenizer)
+        self.model_calls = 0
+        self._drafters: dict[tuple[str, ...], SkeletonDrafter] = {}
+        self._fsms: dict[str, object] = {}
+        self._keeps = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    # -- public ----------------------------------------------------------------------------
+
+    def max_prompt_tokens(self) -> int:
+        n = self.window - self.max_new_tokens
+        if n < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens} leaves no room for a prompt in the "
+                             f"model's window of {self.window} tokens")
+        return n
+
+    def prepare(self, records: Sequence[Record]) -> list[PreparedPrompt]:
+        limit = self.max_prompt_tokens()
+        return [prepare_prompt(r, self.tokenizer, limit) for r in records]
+
+    def generate(self, prompts: Sequence[PreparedPrompt], taxonomies: Sequence[str] | str = "goemotions",
+                 progress: Callable[[int], None] | None = None) -> list[Generation]:
+        """Decode every prompt; results in the order of `prompts`. `progress(n)` is called as rows
+        finish. `taxonomies` (one per prompt, or one for all) matters to constrained/score/drafts."""
+        import torch
+
+        if isinstance(taxonomies, str):
+            taxonomies = [taxonomies] * len(prompts)
+        rows = [_Row(i, list(p.ids), t) for i, (p, t) in enumerate(zip(prompts, taxonomies))]
+        with torch.inference_mode():
+            if self.mode == "reference":
+                self._reference(rows, progress)
+            else:
+                if self.mode in ("constrained", "score"):
+                    for r in rows:
+                        r.fsm_state = self._fsm(r.taxonomy).start_state()
+                if self.mode == "score":
+                    self._score(rows)
+                stopped = sum(r.stop is not None for r in rows)
+                if progress and stopped:
+                    progress(stopped)
+                self._loop([r for r in rows if r.stop is None], progress)
+        return [Generation(tokens=r.gen, raw=decode_text(self.tokenizer, r.gen), stop=r.stop or "max_new_tokens",
+                           forwards=r.forwards, label_scores=r.label_scores) for r in rows]
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def _fsm(self, tax: str):
+        fsm = self._fsms.get(tax)
+        if fsm is None:
+            from .fsm import SkeletonFSM
+
+            vocab = getattr(self.model.config, "vocab_size", None)
+            fsm = SkeletonFSM(taxonomy_labels(tax), self.texts, vocab_size=vocab, max_labels=self.max_labels,
+                              max_rationale_chars=self.max_rationale_chars)
+            need = fsm.finish_tokens(fsm.start)
+            if need > self.max_new_tokens:
+                raise ValueError(f"decoder {self.mode!r} needs max_new_tokens >= {int(need)} to guarantee a "
+                                 f"closed answer for taxonomy {tax!r}; got {self.max_new_tokens}")
+            self._fsms[tax] = fsm
+        return fsm
+
+    def _drafter(self, taxonomies: tuple[str, ...]) -> SkeletonDrafter:
+        d = self._drafters.get(taxonomies)
+        if d is None:
+            d = self._drafters[taxonomies] = SkeletonDrafter(self.tokenizer, taxonomies)
+        return d
+
+    def _push(self, row: _Row, token: int) -> None:
+        row.gen.append(token)
+        if token in self.eos:
+            row.stop = "eos"
+        elif row.scanner.feed(self.texts[token] if token < len(self.texts) else ""):
+            row.stop = "json_closed"
+        elif len(row.gen) >= self.max_new_tokens:
+            row.stop = "max_new_tokens"
+
+    def _forward(self, seqs: list[list[int]], keep: int):
+        """Logits of the last `keep` positions of each left-padded sequence, [B, keep, V]."""
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+        # Left padding shifts positions: give each row positions 0.. from its first real token.
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        dev = next(self.model.parameters()).device
+        kwargs = dict(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=False)
+        if self._keeps:
+            kwargs["logits_to_keep"] = keep
+        self.model_calls += 1
+        logits = self.model(**kwargs).logits
+        return logits[:, -keep:].float()
+
+    def _loop(self, rows: list[_Row], progress) -> None:
+        """Continuous batching over rows sorted by length; one KV-off forward per step."""
+        if not rows:
+            return
+        constrained = self.mode in ("constrained", "score")
+        drafter = self._drafter(tuple(sorted({r.taxonomy for r in rows}))) if self.max_draft else None
+        queue = deque(sorted(rows, key=lambda r: (len(r.prompt) + len(r.gen), r.index)))
+        active: list[_Row] = []
+        while queue or active:
+            while len(active) < self.batch_size and queue:
+                row = queue.popleft()
+                row.lookup = bigram_index(row.prompt) if drafter else None
+                active.append(row)
+            drafts = []
+            for r in active:
+                k = min(self.max_draft, self.max_new_tokens - len(r.gen) - 1)
+                drafts.append(drafter.draft(r.gen, k, r.lookup, r.prompt) if drafter else [])
+            keep = 1 + max(len(d) for d in drafts)
+            logits = self._forward([r.prompt + r.gen + d for r, d in zip(active, drafts)], keep)
+            for i, (r, d) in enumerate(zip(active, drafts)):
+                r.forwards += 1
+                own = logits[i, keep - len(d) - 1:]
+                if constrained:
+                    self._accept_constrained(r, d, own)
+                else:
+                    self._accept_greedy(r, d, own)
+            done = [r for r in active if r.stop]
+            if done:
+                active = [r for r in active if not r.stop]
+                if progress:
+                    progress(len(done))
+
+    def _accept_greedy(self, row: _Row, draft: list[int], logits) -> None:
+        greedy = logits.argmax(-1).tolist()
+        for j, tok in enumerate(greedy):
+            self._push(row, tok)
+            if row.stop or j == len(draft) or tok != draft[j]:
+                return
+
+    def _accept_constrained(self, row: _Row, draft: list[int], logits) -> None:
+        fsm = self._fsm(row.taxonomy)
+        vocab = logits.shape[-1]
+        for j in range(len(draft) + 1):
+            allowed = fsm.mask(row.fsm_state, self.max_new_tokens - len(row.gen))[:vocab]
+            tok = int(logits[j].masked_fill(~allowed, float("-inf")).argmax())
+            row.fsm_state = fsm.advance(row.fsm_state, tok)
+            self._push(row, tok)
+            if row.stop or j == len(draft) or tok != draft[j]:
+                return
+
+    def _score(self, rows: list[_Row]) -> None:
+        """Pick each row's label by the likelihood of its continuation; force that prefix."""
+        import torch
+
+        cands: dict[str, tuple[list[str], list[list[int]], int]] = {}
+        for r in rows:
+            if r.taxonomy not in cands:
+                labels = list(taxonomy_labels(r.taxonomy))
+                toks = [self.tokenizer('{"labels":["' + l + '"],"vad":{"v":', add_special_tokens=False)["input_ids"]
+                        for l in labels]
+                common = 0
+                while all(len(t) > common + 1 and t[common] == toks[0][common] for t in toks):
+                    common += 1
+                cands[r.taxonomy] = (labels, toks, common)
+        for r in rows:
+            labels, toks, common = cands[r.taxonomy]
+            keep = max(len(t) for t in toks) - common + 1
+            logp = torch.log_softmax(self._forward([r.prompt + t for t in toks], keep), dim=-1)
+            scores = []
+            for i, t in enumerate(toks):
+                base = keep - len(t) - 1
+                scores.append(sum(float(logp[i, base + j, t[j]]) for j in range(common, len(t))))
+            best = max(range(len(labels)), key=lambda i: scores[i])  # first best on ties
+            r.forwards += 1
+            r.label_scores = {l: round(s, 4) for l, s in zip(labels, scores)}
+            fsm = self._fsm(r.taxonomy)
+            prefix = toks[best]
+            r.fsm_state = fsm.state_after("".join(self.texts[t] for t in prefix))
+            if len(prefix) + fsm.finish_tokens(r.fsm_state[0]) > self.max_new_tokens:
+                raise ValueError(f"max_new_tokens={self.max_new_tokens} is too small for the score decoder")
+            for t in prefix:
+                self._push(r, t)
+
+    def _reference(self, rows: list[_Row], progress) -> None:
+        import torch
+        from transformers import GenerationConfig, StoppingCriteriaList
+
+        config = GenerationConfig(do_sample=False, num_beams=1, use_cache=False, max_new_tokens=self.max_new_tokens,
+                                  eos_token_id=sorted(self.eos) or None, pad_token_id=self.pad_id)
+        dev = next(self.model.parameters()).device
+        for r in rows:
+            ids = torch.tensor([r.prompt], dtype=torch.long, device=dev)
+            stop = JsonStoppingCriteria(self.texts, ids.shape[1])
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config,
+                                      stopping_criteria=StoppingCriteriaList([stop]))
+            for tok in out[0, ids.shape[1]:].tolist():
+                self._push(r, tok)
+                r.forwards += 1
+                if r.stop:
+                    break
+            self.model_calls += r.forwards
+            if progress:
+                progress(1)
+
+
+def JsonStoppingCriteria(texts: list[str], prompt_len: int):
+    """A transformers StoppingCriteria: a row is done once its generated JSON object closes."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class _Stop(StoppingCriteria):
+        def __init__(self) -> None:
+            self.scanners: list[JsonCloseScanner] | None = None
+            self.seen = prompt_len
+
+        def __call__(self, input_ids, scores, **kwargs):
+            if self.scanners is None:
+                self.scanners = [JsonCloseScanner() for _ in range(input_ids.shape[0])]
+            new = input_ids[:, self.seen:].tolist()
+            self.seen = input_ids.shape[1]
+            done = [any(s.feed(texts[t] if t < len(texts) else "") for t in row) or s.closed
+                    for s, row in zip(self.scanners, new)]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return _Stop()
+
+
+def hf_generate_cached(model, tokenizer, prompts: Sequence[PreparedPrompt], max_new_tokens: int,
+                       batch_size: int = 16) -> list[Generation]:
+    """transformers generate(use_cache=True), batched (left padding), same stop rule: the
+    KV-cache baseline of the speed bench. Not guaranteed to match the KV-off outputs."""
+    import torch
+    from transformers import GenerationConfig, StoppingCriteriaList
+
+    dec = Decoder(model, tokenizer, "reference", max_new_tokens=max_new_tokens)
+    config = GenerationConfig(do_sample=False, num_beams=1, use_cache=True, max_new_tokens=max_new_tokens,
+                              eos_token_id=sorted(dec.eos) or None, pad_token_id=dec.pad_id)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))
+    out: dict[int, Generation] = {}
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            width = max(len(prompts[i].ids) for i in idx)
+            ids = torch.full((len(idx), width), dec.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for b, i in enumerate(idx):
+                p = prompts[i].ids
+                ids[b, width - len(p):] = torch.tensor(p)
+                mask[b, width - len(p):] = 1
+            seqs = model.generate(ids.to(dev), attention_mask=mask.to(dev), generation_config=config,
+                                  stopping_criteria=StoppingCriteriaList([JsonStoppingCriteria(dec.texts, width)]))
+            for b, i in enumerate(idx):
+                row = _Row(i, prompts[i].ids, "goemotions")
+                for tok in seqs[b, width:].tolist():
+                    dec._push(row, tok)
+                    row.forwards += 1
+                    if row.stop:
+                        break
+                out[i] = Generation(row.gen, decode_text(tokenizer, row.gen), row.stop or "max_new_tokens", row.forwards)
+    return [out[i] for i in range(len(prompts))]

@@ -1,0 +1,170 @@
+"""KV-off decoders: fast == reference token for token; constrained/score ParseOK; bad input."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+os.environ.setdefault("EMOLOOM_CACHE", tempfile.mkdtemp(prefix="emoloom-test-cache-"))
+
+from emoloom.contract import Record, parse_output, render_target  # noqa: E402
+from emoloom.eval import testing  # noqa: E402
+from emoloom.eval.decode import Decoder, JsonCloseScanner, SkeletonDrafter  # noqa: E402
+from emoloom.labels import taxonomy  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    with testing.torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return testing.loaded(str(testing.trained_model_dir()))
+
+
+_REFERENCE: dict = {}
+
+
+def reference(name_or_dir: str, records: list[Record], max_new: int):
+    key = (name_or_dir, tuple(r.id for r in records), max_new)
+    if key not in _REFERENCE:
+        c = testing.loaded(name_or_dir)
+        dec = Decoder(c.model, c.tokenizer, "reference", max_new_tokens=max_new)
+        _REFERENCE[key] = dec.generate(dec.prepare(records))
+    return _REFERENCE[key]
+
+
+@pytest.mark.parametrize("arch", ["tiny-qwen2", "tiny-llama"])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_fast_equals_reference_random_init(arch, batch):
+    recs = testing.mixed_records(8)
+    ref = reference(arch, recs, 12)
+    c = testing.loaded(arch)
+    dec = Decoder(c.model, c.tokenizer, "fast", max_new_tokens=12, batch_size=batch)
+    prompts = dec.prepare(recs)
+    assert len({len(p.ids) for p in prompts}) > 3  # mixed prompt lengths
+    fast = dec.generate(prompts)
+    assert [g.tokens for g in fast] == [g.tokens for g in ref]
+    assert [g.raw for g in fast] == [g.raw for g in ref]
+    assert len({g.raw for g in ref}) > 1, "degenerate model: all outputs identical"
+    assert all(g.stop == "max_new_tokens" for g in fast)  # random init never closes its JSON
+    if batch == 8:
+        assert dec.model_calls < sum(g.forwards for g in fast)  # rows shared forwards
+
+
+def test_fast_equals_reference_trained(trained):
+    recs = testing.mixed_records(8, seed=9)
+    path = str(testing.trained_model_dir())
+    ref = reference(path, recs, 64)
+    dec = Decoder(trained.model, trained.tokenizer, "fast", max_new_tokens=64, batch_size=8)
+    fast = dec.generate(dec.prepare(recs))
+    assert [g.tokens for g in fast] == [g.tokens for g in ref]
+    assert [g.stop for g in fast] == [g.stop for g in ref]
+    closed = [g for g in fast if g.stop == "json_closed"]
+    assert len(closed) >= 4, [g.raw for g in fast]
+    # Skeleton drafts were accepted: fewer forwards than generated tokens.
+    assert sum(g.forwards for g in fast) < 0.7 * sum(len(g.tokens) for g in fast)
+    assert all(g.forwards == len(g.tokens) for g in ref)
+    assert sum(parse_output(g.raw, "goemotions").parse_ok for g in fast) >= 4
+
+
+def test_constrained_parse_ok_on_random_model():
+    c = testing.loaded("tiny-llama")
+    recs = (testing.mixed_records(3, taxonomy="goemotions") + testing.mixed_records(2, taxonomy="dailydialog")
+            + testing.mixed_records(2, taxonomy="empathetic"))
+    dec = Decoder(c.model, c.tokenizer, "constrained", max_new_tokens=64, batch_size=4)
+    gens = dec.generate(dec.prepare(recs), [r.taxonomy for r in recs])
+    for g, r in zip(gens, recs):
+        parsed = parse_output(g.raw, r.taxonomy)
+        assert parsed.parse_ok, (g.raw, parsed)
+        assert g.stop == "json_closed" and len(g.tokens) <= 64
+        assert set(parsed.labels) <= set(taxonomy(r.taxonomy))
+        for x in parsed.vad.as_tuple():
+            assert round(x, 2) == x
+
+
+def test_constrained_closes_within_a_tight_budget():
+    c = testing.loaded("tiny-qwen2")
+    dec = Decoder(c.model, c.tokenizer, "constrained", max_new_tokens=40, batch_size=4)
+    gens = dec.generate(dec.prepare(testing.mixed_records(4)))
+    assert all(parse_output(g.raw, "goemotions").parse_ok and len(g.tokens) <= 40 for g in gens)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        Decoder(c.model, c.tokenizer, "constrained", max_new_tokens=8).generate(dec.prepare(testing.mixed_records(1)))
+
+
+def test_score_decoder(trained):
+    import torch
+
+    recs = testing.mixed_records(4, seed=3)
+    dec = Decoder(trained.model, trained.tokenizer, "score", max_new_tokens=64, batch_size=4)
+    prompts = dec.prepare(recs)
+    gens = dec.generate(prompts)
+    labels = taxonomy("goemotions")
+    for g in gens:
+        parsed = parse_output(g.raw, "goemotions")
+        assert parsed.parse_ok
+        assert set(g.label_scores) == set(labels)
+        assert parsed.labels == [max(labels, key=lambda l: g.label_scores[l])]
+        assert g.forwards >= 1
+    # The batched, left-padded score equals a plain unpadded computation for one candidate.
+    tok = trained.tokenizer
+    label = "joy"
+    cand = tok('{"labels":["' + label + '"],"vad":{"v":', add_special_tokens=False)["input_ids"]
+    first = tok('{"labels":["admiration"],"vad":{"v":', add_special_tokens=False)["input_ids"]
+    common = next(i for i, (a, b) in enumerate(zip(cand, first)) if a != b)
+    ids = torch.tensor([prompts[0].ids + cand])
+    with torch.inference_mode():
+        logp = torch.log_softmax(trained.model(ids).logits[0].float(), -1)
+    p = len(prompts[0].ids)
+    plain = sum(float(logp[p + j - 1, cand[j]]) for j in range(common, len(cand)))
+    assert gens[0].label_scores[label] == pytest.approx(plain, abs=1e-3)
+
+
+def test_long_text_is_truncated_with_flag():
+    c = testing.loaded("tiny-qwen2")
+    long = Record(id="long", text=("word " * 2500).strip() + " the end")  # 10,000+ characters
+    assert len(long.text) >= 10_000
+    dec = Decoder(c.model, c.tokenizer, "fast", max_new_tokens=8)
+    [p] = dec.prepare([long])
+    assert p.truncated and len(p.ids) <= dec.window - 8
+    assert p.text.startswith("Classify the emotion") and "Answer with one line of JSON" in p.text
+    assert "the end" in p.text  # the end of the text is kept, its start dropped
+    [g] = dec.generate([p])
+    assert len(g.tokens) == 8
+
+
+def test_empty_text_and_never_closing_output():
+    c = testing.loaded("tiny-qwen2")
+    dec = Decoder(c.model, c.tokenizer, "fast", max_new_tokens=6)
+    [p] = dec.prepare([Record(id="e", text="")])
+    assert "Text: \n" in p.text and not p.truncated
+    [g] = dec.generate([p])
+    parsed = parse_output(g.raw, "goemotions")
+    assert g.stop == "max_new_tokens" and not parsed.parse_ok and parsed.error in ("no_json", "unbalanced")
+
+
+def test_json_close_scanner():
+    s = JsonCloseScanner()
+    assert not s.feed('prose, then {"a":"}{\\"')  # braces and an escaped quote inside a string
+    assert s.feed('x"}')  # the string ends at the unescaped quote; "}" closes the object
+    assert s.closed and s.feed("more")
+    s = JsonCloseScanner()
+    assert not s.feed('{"a":{"b":1}')
+    assert s.feed("}")
+    s = JsonCloseScanner()
+    assert not s.feed('no object "yet" }')  # quotes and stray braces outside an object are prose
+
+
+def test_drafter_follows_the_template():
+    c = testing.loaded("tiny-qwen2")
+    tok = c.tokenizer
+    drafter = SkeletonDrafter(tok, ["goemotions"])
+    text = lambda ids: tok.decode(ids)  # noqa: E731
+    assert text(drafter.draft([], 16)) == '{"labels":["'
+    target = tok(render_target(["joy"], (0.5, 0.5, 0.5), "x"), add_special_tokens=False)["input_ids"]
+    upto = next(i for i in range(len(target)) if text(target[:i]).endswith('"],"'))
+    assert text(drafter.draft(target[:upto], 16)).startswith('vad":{"v":')
+    assert drafter.draft(target[:upto], 0) == []
