@@ -102,7 +102,7 @@ def sft_on_device(model, tokenizer, records, *, seconds: float, max_steps: int, 
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.detach().item())
         step += 1
     model.eval()
     return model.merge_and_unload(), {"sft_steps": step, "sft_s": round(time.time() - start, 1),

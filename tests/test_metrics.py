@@ -65,7 +65,7 @@ def test_vad_metrics_rmse():
     m = vad_metrics(gold, pred)
     rmse = math.sqrt(1.0 / 6)  # one error of 1 among six values
     assert m["rmse"] == pytest.approx(rmse, abs=1e-4) and m["one_minus_rmse"] == pytest.approx(1 - rmse, abs=1e-4)
-    assert m["pearson"]["a"] is None  # constant gold dimension
+    assert m["pearson"]["d"] is None and m["ccc"]["v"] is not None  # d is constant
 
 
 def test_polarity_sensitivity():
@@ -85,7 +85,7 @@ def test_polarity_sensitivity():
     ]
     ok = polarity_sensitivity(rows, ok_only=True)
     assert ok == {"pairs": 2, "sensitivity": 0.5, "pairs_without_direction": 1}
-    strict = polarity_sensitivity(rows, ok_only=True is False)
+    strict = polarity_sensitivity(rows, ok_only=False)
     assert strict["pairs"] == 3 and strict["sensitivity"] == pytest.approx(1 / 3, abs=1e-4)
 
 

@@ -467,7 +467,8 @@ class Trainer:
             "epochs": s["reports"], "steps": s["step"], "total_steps": self.total_steps,
             "tokens_per_s": s["reports"][-1]["tokens_per_s"] if s["reports"] else None,
             "tokens_per_s_worker": s["reports"][-1]["tokens_per_s_worker"] if s["reports"] else None,
-            "startup_s": s.get("startup_s"), "world_size": self.ctx.world_size,
+            "startup_s": s.get("startup_s"), "worker_setup_s": s.get("worker_setup_s"),
+            "world_size": self.ctx.world_size,
             "engine": self.engine_kind, "data": self.data_stats, "run_hash": self.cfg.run_hash(),
             "note": "loss, loss_terms and lr are rank 0's values per optimizer step",
         }
@@ -537,7 +538,9 @@ class Trainer:
             while st["step"] < end:
                 if first_step_at is None:
                     first_step_at = time.time()
+                    # from fit() to the first step (Ray start-up included) / from this worker's start
                     st["startup_s"] = round(first_step_at - self.t_submit, 3)
+                    st["worker_setup_s"] = round(first_step_at - self.runtime.get("t_worker", first_step_at), 3)
                 factor = lr_factor(cfg, st["step"], self.total_steps)
                 for group, base in zip(self.client_optimizer.param_groups, self.base_lrs):
                     group["lr"] = base * factor
@@ -607,6 +610,7 @@ def train_loop_per_worker(config: dict) -> dict:
     the run's metrics (the content of metrics.json).
     """
     runtime = dict(config.get("runtime") or {})
+    runtime["t_worker"] = time.time()
     for key, value in (runtime.get("env") or {}).items():
         os.environ[key] = value  # the driver's cache and offline settings reach every worker
     cfg = TrainConfig.model_validate(config["train"])

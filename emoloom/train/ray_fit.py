@@ -72,11 +72,23 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[Any] = (), storage_path: str | 
         checkpoint = local_checkpoints(out)[-1]
         metrics = _export(checkpoint, out)
         return TrainResult(out=out, metrics=metrics, checkpoint=checkpoint, fit_s=time.time() - t0)
+    _warm_caches(cfg)
     result = _fit_ray(cfg, callbacks, storage_path)
     with result.checkpoint.as_directory() as folder:
         metrics = _export(Path(folder), out)
     return TrainResult(out=out, metrics=metrics, checkpoint=Path(result.checkpoint.path), fit_s=time.time() - t0,
                        ray_result=result)
+
+
+def _warm_caches(cfg: TrainConfig) -> None:
+    """Build the built-in model and the run's data once here, not concurrently in every worker
+    (they share the cache folder on one machine; on other nodes workers build their own)."""
+    from emoloom.models import builtin_path, is_builtin
+    from emoloom.train.examples import prepare_data
+
+    if is_builtin(cfg.model.name):
+        builtin_path(cfg.model.name, cfg.model.seed)
+    prepare_data(cfg)
 
 
 def _fit_ray(cfg: TrainConfig, callbacks: Sequence[Any], storage_path):
