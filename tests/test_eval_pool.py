@@ -43,10 +43,11 @@ def in_process(records):
 
 
 @pytest.fixture(scope="module")
-def pool2(ray_local):
+def pool(ray_local):
+    """One pool for the module (every actor start costs seconds): size 1 first, then 2."""
     from emoloom.eval.pool import EvalPool
 
-    with EvalPool("tiny-qwen2", actors=2, max_new_tokens=MAX_NEW) as pool:
+    with EvalPool("tiny-qwen2", actors=1, max_new_tokens=MAX_NEW) as pool:
         yield pool
 
 
@@ -55,21 +56,24 @@ def _file(tmp_path, name, rows):
     return (tmp_path / name / "predictions.jsonl").read_bytes()
 
 
-def test_pool_sizes_give_identical_predictions(ray_local, pool2, records, in_process, tmp_path):
+def test_pool_sizes_give_identical_predictions(pool, records, in_process, tmp_path):
+    assert len(pool.actors) == 1
     cfg = EvalConfig(model=ModelSpec(name="tiny-qwen2"), max_new_tokens=MAX_NEW, shard_size=SHARD, actors=1,
                      out=str(tmp_path / "one"), bootstrap=0)
-    result = evaluate(cfg, records)
+    result = evaluate(cfg, records, pool=pool)
     one = (tmp_path / "one" / "predictions.jsonl").read_bytes()
-    two = _file(tmp_path, "two", pool2.run(records, shard_size=SHARD))
+    pool.resize(2)
+    two = _file(tmp_path, "two", pool.run(records, shard_size=SHARD))
     assert one == two == _file(tmp_path, "zero", in_process)
     assert result["failed_rows"] == 0 and result["data"]["records"] == len(records)
     assert [line for line in one.decode().splitlines()][0].startswith('{"id": "%s"' % records[0].id)
 
 
-def test_failed_actor_is_replaced_and_shard_retried(pool2, records, in_process):
-    started = pool2.started
+def test_failed_actor_is_replaced_and_shard_retried(pool, records, in_process):
+    pool.resize(2)
+    started, failures = pool.started, len(pool.failures)
     # shard 0 raises once (the retry succeeds); shard 1's actor dies on both attempts.
-    rows = pool2.run(records, shard_size=SHARD, faults={"raise": {0: 1}, "exit": {1: 2}})
+    rows = pool.run(records, shard_size=SHARD, faults={"raise": {0: 1}, "exit": {1: 2}})
     assert [r["id"] for r in rows] == [r.id for r in records]  # input order, nothing lost
     from emoloom.eval.predict import plan_shards
 
@@ -79,7 +83,7 @@ def test_failed_actor_is_replaced_and_shard_retried(pool2, records, in_process):
     for i in shards[1]:
         assert rows[i]["error"] == "actor_failed" and rows[i]["parse_ok"] is False
         assert rows[i]["gold_labels"] == records[i].labels
-    assert len(pool2.failures) == 3, pool2.failures
-    assert pool2.started == started + 3  # every failing actor was replaced
+    assert len(pool.failures) - failures == 3, pool.failures
+    assert pool.started == started + 3  # every failing actor was replaced
     # The replacements work: a clean run afterwards equals the in-process rows.
-    assert pool2.run(records, shard_size=SHARD) == in_process
+    assert pool.run(records, shard_size=SHARD) == in_process

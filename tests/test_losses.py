@@ -21,7 +21,10 @@ def _cache(tmp_path_factory):
     old = os.environ.get("EMOLOOM_CACHE")
     if not old:
         os.environ["EMOLOOM_CACHE"] = str(tmp_path_factory.getbasetemp() / "emoloom-cache")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: a second OpenMP thread only costs on a busy 2-core box
     yield
+    torch.set_num_threads(threads)
     if not old:
         os.environ.pop("EMOLOOM_CACHE", None)
 

@@ -23,7 +23,10 @@ def _env(tmp_path_factory):
     if not old["EMOLOOM_CACHE"]:
         os.environ["EMOLOOM_CACHE"] = str(tmp_path_factory.getbasetemp() / "emoloom-cache")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: a second OpenMP thread only costs on a busy 2-core box
     yield
+    torch.set_num_threads(threads)
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)
@@ -113,6 +116,21 @@ def test_same_seed_same_loss_curve(reference, tmp_path):
     assert len(reference.metrics["epochs"]) == 2  # one report per epoch
     for key in ("dev_head_macro_f1", "dev_vad_rmse", "loss_sft", "tokens_per_s"):
         assert key in reference.metrics["epochs"][-1]
+
+
+def test_epoch_hook_joins_the_epoch_reports(tmp_path):
+    from emoloom.train import fit
+
+    calls = []
+
+    def hook(epoch, model, tokenizer, metrics):
+        calls.append((epoch, type(model).__name__, "dev_head_macro_f1" in metrics, tokenizer.eos_token_id))
+        return {"objective": 0.1 * epoch}
+
+    result = fit(small(tmp_path / "hook", "max_steps=2", "steps_per_epoch=1"), epoch_hook=hook)
+    assert [c[0] for c in calls] == [1, 2] and all(c[1] == "PeftModelForCausalLM" and c[2] for c in calls)
+    assert [e["objective"] for e in result.metrics["epochs"]] == [0.1, 0.2]
+    assert result.metrics["epochs_done"] == 2 and result.last("objective") == 0.2
 
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(reference, tmp_path, monkeypatch):

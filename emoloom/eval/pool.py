@@ -13,6 +13,7 @@ whatever the failure, since a dead actor's error carries no shard.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Callable, Sequence
 
 from emoloom.contract import Record
@@ -56,12 +57,13 @@ class _EvalActor:
         candidate = load_candidate(ModelSpec.model_validate(spec), adapter, device=device, merge=merge)
         self.predictor = Predictor(candidate, decoder, max_new_tokens, batch_size)
 
-    def run(self, shard: int, attempt: int, records: list[Record], fault: str | None = None):
+    def run(self, shard: int, attempt: int, records: list[Record], fault: str | None = None,
+            max_new_tokens: int | None = None):
         if fault == "raise":  # test hook: fail inside the shard
             raise RuntimeError(f"injected failure in shard {shard} (attempt {attempt})")
         if fault == "exit":  # test hook: the actor process dies
             os._exit(1)
-        return self.predictor.predict(records)
+        return self.predictor.predict(records, max_new_tokens=max_new_tokens)
 
     def pid(self) -> int:
         return os.getpid()
@@ -91,6 +93,11 @@ class EvalPool:
             gpus = ray.cluster_resources().get("GPU", 0)
             gpus_per_actor = min(1.0, gpus / actors) if gpus else 0.0
         self.gpus_per_actor = gpus_per_actor
+        free = ray.available_resources().get("CPU", 0)
+        if free < actors:
+            # Ray queues actors it cannot place without a word; say why a run may wait.
+            print(f"EvalPool: {actors} actors need {actors} CPUs but Ray has {free:g} free; "
+                  f"actors will wait until CPUs are released", file=sys.stderr)
         self._cls = ray.remote(_EvalActor).options(
             num_cpus=1, num_gpus=gpus_per_actor, max_restarts=0, max_task_retries=0,
             runtime_env={"env_vars": actor_env()},
@@ -103,6 +110,18 @@ class EvalPool:
 
     def _new_actor(self):
         return self._cls.remote(*self._args)
+
+    def resize(self, actors: int) -> None:
+        """Grow or shrink the pool (models already loaded in kept actors stay loaded)."""
+        import ray
+
+        if actors < 1:
+            raise ValueError(f"actors must be >= 1, got {actors}")
+        while len(self.actors) < actors:
+            self.actors.append(self._new_actor())
+            self.started += 1
+        while len(self.actors) > actors:
+            ray.kill(self.actors.pop())
 
     def __enter__(self) -> "EvalPool":
         return self
@@ -121,8 +140,8 @@ class EvalPool:
         self.actors = []
 
     def run(self, records: Sequence[Record], shard_size: int = 32, progress: Callable[[int], None] | None = None,
-            faults: dict[str, dict[int, int]] | None = None) -> list[dict]:
-        """Prediction rows for `records`, in input order.
+            faults: dict[str, dict[int, int]] | None = None, max_new_tokens: int | None = None) -> list[dict]:
+        """Prediction rows for `records`, in input order (`max_new_tokens` overrides the pool's).
 
         `faults` is a test hook: {"raise": {shard: n}, "exit": {shard: n}} makes the first n
         attempts of a shard raise / kill its actor.
@@ -148,7 +167,7 @@ class EvalPool:
 
             def call(actor, shard_records):
                 ran_on[number] = actor
-                return actor.run.remote(shard, attempt, shard_records, fault)
+                return actor.run.remote(shard, attempt, shard_records, fault, max_new_tokens)
 
             pool.submit(call, [records[i] for i in shards[shard]])
 

@@ -41,15 +41,25 @@ class Predictor:
     """A loaded candidate plus a `Decoder`; `predict(records)` returns prediction rows in order."""
 
     def __init__(self, candidate, decoder: str = "fast", max_new_tokens: int = 96, batch_size: int = 8) -> None:
+        self.candidate = candidate
+        self.mode, self.batch_size, self.max_new_tokens = decoder, batch_size, max_new_tokens
+        self._decoders: dict[int, object] = {}
+        self.decoder = self.decoder_for(max_new_tokens)
+
+    def decoder_for(self, max_new_tokens: int):
+        """One Decoder per token budget (its FSM checks depend on the budget)."""
         from .decode import Decoder
 
-        self.candidate = candidate
-        self.decoder = Decoder(candidate.model, candidate.tokenizer, decoder, max_new_tokens=max_new_tokens,
-                               batch_size=batch_size)
+        if max_new_tokens not in self._decoders:
+            self._decoders[max_new_tokens] = Decoder(self.candidate.model, self.candidate.tokenizer, self.mode,
+                                                     max_new_tokens=max_new_tokens, batch_size=self.batch_size)
+        return self._decoders[max_new_tokens]
 
-    def predict(self, records: Sequence[Record], progress: Callable[[int], None] | None = None) -> list[dict]:
-        prompts = self.decoder.prepare(records)
-        gens = self.decoder.generate(prompts, [r.taxonomy for r in records], progress=progress)
+    def predict(self, records: Sequence[Record], progress: Callable[[int], None] | None = None,
+                max_new_tokens: int | None = None) -> list[dict]:
+        decoder = self.decoder_for(max_new_tokens or self.max_new_tokens)
+        prompts = decoder.prepare(records)
+        gens = decoder.generate(prompts, [r.taxonomy for r in records], progress=progress)
         rows = []
         for rec, prompt, gen in zip(records, prompts, gens):
             parsed = parse_output(gen.raw, rec.taxonomy)

@@ -172,7 +172,7 @@ def predict_in_process(cfg: EvalConfig, records: Sequence[Record], candidate=Non
 
 
 def evaluate(cfg: EvalConfig, records: Sequence[Record] | None = None, *, data=None, candidate=None,
-             log: Callable[[str], None] | None = None) -> dict:
+             pool=None, log: Callable[[str], None] | None = None) -> dict:
     """Evaluate one candidate; returns the metrics.json dict (and writes the files when cfg.out).
 
     records:   the records to evaluate (default: `load_corpus(cfg.corpus, cfg.source, cfg.split,
@@ -180,6 +180,8 @@ def evaluate(cfg: EvalConfig, records: Sequence[Record] | None = None, *, data=N
     data:      a `LoadResult` the records came from (its file checksums and skipped rows are
                recorded); filled in when the corpus is loaded here
     candidate: an already loaded `Loaded` (in-process only, actors=0) to skip loading
+    pool:      an `EvalPool` of this candidate to run on (kept open; cfg.actors is then ignored),
+               e.g. to evaluate several splits without reloading the model in the actors
     """
     from .metrics import compute_metrics
 
@@ -206,7 +208,9 @@ def evaluate(cfg: EvalConfig, records: Sequence[Record] | None = None, *, data=N
 
     update, close = _progress(len(records), cfg.progress)
     try:
-        if cfg.actors > 0:
+        if pool is not None:
+            rows = pool.run(records, shard_size=cfg.shard_size, progress=update)
+        elif cfg.actors > 0:
             from .pool import EvalPool
 
             with EvalPool(cfg.model, cfg.adapter, decoder=cfg.decoder, max_new_tokens=cfg.max_new_tokens,

@@ -24,6 +24,7 @@ class EvalOptions(StrictModel):
     max_new_tokens: int = 96
     batch_size: int = 16
     dev_limit: int | None = 100  # KV-off evaluation cost grows with rows: screen on a sample
+    epoch_limit: int = 32  # dev rows decoded after every epoch (what ASHA compares)
     cross_corpus: list[DataSource] = Field(default_factory=list)
 
 

@@ -75,3 +75,136 @@ def eval_records(screen: dict, train_cfg, dev_limit: int | None):
         name = "/".join(x for x in (src["corpus"], src.get("taxonomy"), src["split"]) if x)
         cross[name] = records
     return dev, cross, files
+
+
+def _digest(files: dict[str, str]) -> str:
+    import hashlib
+
+    blob = json.dumps(sorted(files.values())).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _eval_config(screen: dict, train_cfg, adapter: str | None, out: Path | None, actors: int, limit=None):
+    from emoloom.eval.run import EvalConfig
+
+    e, r = screen["eval"], screen["resources"]
+    return EvalConfig(model=train_cfg.model, adapter=adapter, decoder=e["decoder"], actors=actors,
+                      batch_size=e["batch_size"], max_new_tokens=e["max_new_tokens"], limit=limit,
+                      out=str(out) if out else None, seed=screen["seed"], bootstrap=1000 if out else 0,
+                      gpus_per_actor=r["gpus_per_eval_actor"] or None)
+
+
+def summarize(result: dict, prefix: str) -> dict[str, Any]:
+    """The leaderboard's view of one evaluation: paper metrics (ParseOK rows) plus the strict
+    variant (parse failures count as wrong), ParseOK rate, VAD and per-label F1."""
+    m = result["metrics"]["all"]
+    ok, strict = m["ok_only"], m["all_rows"]
+    out = {
+        f"{prefix}.macro_f1": ok["labels"]["macro_f1"],
+        f"{prefix}.macro_recall": ok["labels"]["macro_recall"],
+        f"{prefix}.micro_f1": ok["labels"]["micro_f1"],
+        f"{prefix}.macro_f1_strict": strict["labels"]["macro_f1"],
+        f"{prefix}.ekman_macro_f1": ok["labels"]["ekman_macro_f1"],
+        f"{prefix}.ekman_macro_f1_strict": strict["labels"]["ekman_macro_f1"],
+        f"{prefix}.parse_ok_rate": m["parse_ok_rate"],
+        f"{prefix}.vad_1mrmse": ok["vad"]["one_minus_rmse"],
+        f"{prefix}.vad_1mrmse_strict": strict["vad"]["one_minus_rmse"],
+        f"{prefix}.forwards_per_example": result.get("forwards_per_example"),
+    }
+    out.update({f"{prefix}.per_label_f1.{k}": v for k, v in ok["labels"]["per_label_f1"].items()})
+    return {k: (0.0 if v is None else v) for k, v in out.items()}
+
+
+def objective_of(summary: dict, prefix: str = "dev") -> float:
+    """What the screen maximises: dev Macro-F1 with parse failures counted as wrong, so a
+    candidate cannot win by answering only the easy prompts under the contract."""
+    value = summary.get(f"{prefix}.macro_f1_strict")
+    return float(value) if value is not None and math.isfinite(value) else 0.0
+
+
+def run_trial(config: dict, ctx: TrialContext) -> None:
+    """The Tune trainable: one candidate from sampled `config` to MLflow and a final report."""
+    from ray import tune
+
+    from emoloom.eval.run import evaluate
+    from emoloom.train import fit
+    from emoloom.versions import provenance
+
+    trial_id = tune.get_context().get_trial_id()
+    screen = ctx.screen
+    params = dict(config)
+    out = Path(ctx.trials_dir) / f"trial_{trial_id}"
+    c = tracking.client(ctx.tracking_uri)
+    run, resumed = tracking.start_or_resume(
+        c, ctx.experiment_id, run_name=f"trial_{trial_id}",
+        tags={tracking.PARENT_TAG: ctx.parent_run_id, "emoloom.status": "RUNNING"},
+        key_tags={tracking.SCREEN_TAG: ctx.screen_hash, tracking.TRIAL_TAG: trial_id})
+    run_id = run.info.run_id
+    if resumed and run.info.status == "FINISHED" and "objective" in run.data.metrics:
+        # Finished after Tune's last snapshot of a killed driver: report again, never retrain.
+        tune.report({k: v for k, v in run.data.metrics.items() if "." not in k})
+        return
+    started = time.time()
+    try:
+        train_cfg = build_train_config(screen["train"], ctx.fixed, params, out / "train", screen["seed"])
+        tracking.log_params(c, run_id, train_cfg.model_dump(mode="json"))
+        dev, cross, files = eval_records(screen, train_cfg, screen["eval"]["dev_limit"])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "data_sha256.json").write_text(json.dumps(files, indent=1, sort_keys=True))
+        tracking.set_tags(c, run_id, {"emoloom.base_model": train_cfg.model.name,
+                                      "emoloom.train_config_hash": train_cfg.run_hash(),
+                                      "emoloom.data_sha256": _digest(files), **provenance()["tags"]})
+        epoch_dev = dev[: screen["eval"]["epoch_limit"]]
+
+        def on_epoch(epoch: int, model, tokenizer, metrics: dict) -> dict:
+            """KV-off decoding of a dev sample each epoch: the value ASHA compares at its rungs."""
+            from emoloom.models import Loaded
+
+            candidate = Loaded(model=model, tokenizer=tokenizer, spec=train_cfg.model, path="(training)")
+            was_training = model.training
+            model.eval()
+            try:
+                quick = evaluate(_eval_config(screen, train_cfg, None, None, actors=0), epoch_dev,
+                                 candidate=candidate, log=lambda _msg: None)
+            finally:
+                model.train(was_training)
+            summary = summarize(quick, "epoch_dev")
+            extra = {"objective": objective_of(summary, "epoch_dev"), "epoch": epoch,
+                     "epoch_dev_parse_ok_rate": summary["epoch_dev.parse_ok_rate"]}
+            tracking.log_metrics(c, run_id, {**{k: v for k, v in metrics.items() if k != "epoch"}, **extra},
+                                 step=epoch)
+            return extra
+
+        result = fit(train_cfg, epoch_hook=on_epoch)
+        train_seconds = time.time() - started
+        actors = screen["resources"]["eval_actors"]
+        final = {"train_seconds": round(train_seconds, 2)}
+        dev_result = evaluate(_eval_config(screen, train_cfg, str(result.adapter), out / "dev", actors), dev,
+                              log=lambda _msg: None)
+        final.update(summarize(dev_result, "dev"))
+        for name, records in cross.items():
+            res = evaluate(_eval_config(screen, train_cfg, str(result.adapter), out / "cross" / name.replace("/", "_"),
+                                        actors), records, log=lambda _msg: None)
+            s = summarize(res, "cross")
+            final.update({"cross.ekman_macro_f1": s["cross.ekman_macro_f1"],
+                          "cross.parse_ok_rate": s["cross.parse_ok_rate"]} if len(cross) == 1 else
+                         {f"cross.{name}.ekman_macro_f1": s["cross.ekman_macro_f1"]})
+        final["eval_seconds"] = round(time.time() - started - train_seconds, 2)
+        final["objective"] = objective_of(final)
+        epochs_done = int(result.metrics.get("epochs_done", train_cfg.epochs)) if isinstance(result.metrics, dict) else train_cfg.epochs
+        final["epoch"] = epochs_done
+        tracking.log_metrics(c, run_id, final, step=epochs_done)
+        tracking.log_files(c, run_id, [out / "dev" / "predictions.jsonl", out / "dev" / "metrics.json"], "dev")
+        tracking.log_files(c, run_id, [p for p in (out / "cross").glob("*")], "cross")
+        tracking.log_files(c, run_id, [out / "train" / "config.yaml", out / "train" / "metrics.json",
+                                       out / "data_sha256.json"])
+        tracking.log_files(c, run_id, [result.adapter])
+        tracking.set_tags(c, run_id, {"emoloom.status": "FINISHED"})
+        tracking.finish(c, run_id)
+        tune.report({k: v for k, v in final.items() if "per_label" not in k})
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        tracking.set_tags(c, run_id, {"emoloom.status": "FAILED",
+                                      "emoloom.traceback": traceback.format_exc()[-4000:]})
+        tracking.finish(c, run_id, "FAILED", reason=reason[:1500])
+        raise

@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 __all__ = ["TrainConfig", "TrainResult", "default_config", "fit", "train_loop_per_worker"]
 
 
-def fit(cfg: TrainConfig, *, callbacks=(), storage_path=None) -> "TrainResult":
+def fit(cfg: TrainConfig, *, callbacks=(), storage_path=None, epoch_hook=None) -> "TrainResult":
+    """See `emoloom.train.ray_fit.fit`."""
     from emoloom.train.ray_fit import fit as _fit
 
-    return _fit(cfg, callbacks=callbacks, storage_path=storage_path)
+    return _fit(cfg, callbacks=callbacks, storage_path=storage_path, epoch_hook=epoch_hook)
 
 
 def train_loop_per_worker(config: dict) -> dict:

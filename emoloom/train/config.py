@@ -18,6 +18,9 @@ from emoloom.models import ModelSpec, is_builtin
 # Built-in models are random init: their embeddings and output layer must be trained in full for
 # the model to learn the contract's tokens at all; LoRA alone on random matrices learns far slower.
 BUILTIN_MODULES_TO_SAVE = ["embed_tokens", "lm_head"]
+# Default learning rates: random-init built-ins learn the contract from scratch and took 5e-3 to
+# reach ParseOK >= 95% in two synthetic epochs; 2e-4 is the usual LoRA rate for pretrained models.
+BUILTIN_LR, HUB_LR = 5e-3, 2e-4
 
 
 class LoraSection(StrictModel):
@@ -86,7 +89,8 @@ class LossSection(StrictModel):
 
 
 class OptimSection(StrictModel):
-    lr: float = Field(3e-3, gt=0)
+    # None: per candidate: built-in (random init, embeddings trained in full) 5e-3, else 2e-4
+    lr: float | None = Field(None, gt=0)
     head_lr: float | None = Field(None, gt=0)  # None: same as lr
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(8, ge=1)  # per worker
@@ -152,6 +156,11 @@ class TrainConfig(StrictModel):
             return list(self.lora.modules_to_save)
         return list(BUILTIN_MODULES_TO_SAVE) if is_builtin(self.model.name) else []
 
+    def lr(self) -> float:
+        if self.optim.lr is not None:
+            return self.optim.lr
+        return BUILTIN_LR if is_builtin(self.model.name) else HUB_LR
+
     def use_bf16(self) -> bool:
         if self.distributed.bf16 == "auto":
             if not self.distributed.use_gpu:
@@ -185,8 +194,11 @@ class TrainConfig(StrictModel):
 
 # The embedded default of `python -m emoloom train` with no CONFIG: a built-in tiny model on the
 # synthetic GoEmotions corpus, tuned so it learns the JSON contract in a few CPU minutes.
+# Measured (bench/train_speed.py --part recipe): ~1 min of training on 2 cores, ParseOK 98-99%
+# on 100 dev prompts over three seeds.
 DEFAULT_RUN = {
     "model": {"name": "tiny-qwen2"},
+    "epochs": 2,
     "out": "runs/train-default",
 }
 

@@ -106,7 +106,8 @@ def prepare_data(cfg, *, use_cache: bool = True) -> Prepared:
     return prepared
 
 
-def _load_split(src, split: str, cfg) -> list[Record]:
+def _load_split(src, split: str, cfg, files: dict[str, str]) -> list[Record]:
+    """Records of one split; the sha256 of every file read is added to `files`."""
     from emoloom.data import load_corpus
 
     source = src.source
@@ -116,6 +117,7 @@ def _load_split(src, split: str, cfg) -> list[Record]:
     if res.skipped:
         log.warning("%s %s/%s: %d bad rows skipped (first: %s)", src.corpus, source, split, len(res.skipped),
                     res.skipped[0])
+    files.update(res.files)
     return res.records
 
 
@@ -129,13 +131,14 @@ def _prepare(cfg) -> Prepared:
     pools: dict[str, list[Record]] = {"A": [], "B": []}
     dev_by_source: list[list[Record]] = []
     unlabelled = 0
+    files: dict[str, str] = {}
     for src in cfg.data.sources:
-        records = _load_split(src, src.split, cfg)
+        records = _load_split(src, src.split, cfg, files)
         labelled = [r for r in records if r.labels]
         unlabelled += len(records) - len(labelled)  # no target line without labels
         pools[src.pool] += weak(labelled)
         if src.dev_split and cfg.data.dev_size:
-            dev_by_source.append(weak([r for r in _load_split(src, src.dev_split, cfg) if r.labels]))
+            dev_by_source.append(weak([r for r in _load_split(src, src.dev_split, cfg, files) if r.labels]))
     _dedupe_ids(pools["A"] + pools["B"])
 
     flips: list[Record] = []
@@ -154,7 +157,8 @@ def _prepare(cfg) -> Prepared:
         appraisal = {r.id: [round(float(x), 4) for x in row] for r, row in zip(train, scores)}
     taxonomies = sorted({r.taxonomy for r in train})
     stats = {"pool_a": len(pools["A"]), "pool_b": len(pools["B"]), "flips": len(flips), "dev": len(dev),
-             "unlabelled_skipped": unlabelled, "taxonomies": taxonomies, "lexicon": lexicon.name}
+             "unlabelled_skipped": unlabelled, "taxonomies": taxonomies, "lexicon": lexicon.name,
+             "lexicon_sha256": lexicon.sha256, "sha256": files}
     return Prepared(pools["A"], pools["B"], dev, rationale, polarity=polarity, appraisal=appraisal,
                     taxonomies=taxonomies, stats=stats)
 

@@ -404,10 +404,10 @@ class Trainer:
         model = self.model.to(ctx.device)
         lm_params = [p for p in model.lm.parameters() if p.requires_grad]
         head_params = list(model.heads.parameters())
-        groups = [{"params": lm_params, "lr": cfg.optim.lr},
-                  {"params": head_params, "lr": cfg.optim.head_lr or cfg.optim.lr}]
+        lr = cfg.lr()
+        groups = [{"params": lm_params, "lr": lr}, {"params": head_params, "lr": cfg.optim.head_lr or lr}]
         self.base_lrs = [g["lr"] for g in groups]
-        optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.optim.weight_decay)
         self.client_optimizer = optimizer
         if ctx.world_size == 1 and not ctx.ray_train:
             return PlainEngine(model, optimizer, cfg)
@@ -464,7 +464,7 @@ class Trainer:
         s = self.state
         return {
             "loss_terms": s["history"]["terms"], "loss": s["history"]["loss"], "lr": s["history"]["lr"],
-            "epochs": s["reports"], "steps": s["step"], "total_steps": self.total_steps,
+            "epochs": s["reports"], "epochs_done": s["epoch"], "steps": s["step"], "total_steps": self.total_steps,
             "tokens_per_s": s["reports"][-1]["tokens_per_s"] if s["reports"] else None,
             "tokens_per_s_worker": s["reports"][-1]["tokens_per_s_worker"] if s["reports"] else None,
             "startup_s": s.get("startup_s"), "worker_setup_s": s.get("worker_setup_s"),
@@ -472,6 +472,27 @@ class Trainer:
             "engine": self.engine_kind, "data": self.data_stats, "run_hash": self.cfg.run_hash(),
             "note": "loss, loss_terms and lr are rank 0's values per optimizer step",
         }
+
+    def call_epoch_hook(self, engine, epoch: int, metrics: dict) -> dict:
+        """Run the caller's `epoch_hook(epoch, model, tokenizer, metrics) -> dict | None` on rank 0.
+
+        Its result is merged into the epoch's report (the screen adds a decoded-dev objective for
+        ASHA). Under ZeRO-3 every rank gathers the full parameters around it (collective).
+        """
+        hook = self.runtime.get("epoch_hook")
+        if hook is None:
+            return {}
+        gather = contextlib.nullcontext()
+        if getattr(engine, "zero_stage", None) == 3:
+            import deepspeed
+
+            gather = deepspeed.zero.GatheredParameters(list(engine.inner.parameters()), modifier_rank=None)
+        extra: dict = {}
+        with gather:
+            if self.ctx.rank == 0:
+                extra = dict(hook(epoch, engine.inner.lm, self.tokenizer, dict(metrics)) or {})
+        self.model.train()
+        return extra
 
     def report(self, metrics: dict, engine, epoch: int) -> None:
         cfg, ctx = self.cfg, self.ctx
@@ -562,7 +583,7 @@ class Trainer:
                 train_s += time.perf_counter() - t0
                 st["step"] += 1
                 hist["loss"].append(round(total, 6))
-                hist["lr"].append(cfg.optim.lr * factor)
+                hist["lr"].append(self.base_lrs[0] * factor)
                 for t in hist["terms"]:
                     hist["terms"][t].append(round(sums.get(t, 0.0), 6))
                 if st["step"] % cfg.log_every == 0 or st["step"] == self.total_steps:
@@ -588,6 +609,7 @@ class Trainer:
                 "temperature": self.sampler.effective_temperature(), "lr": hist["lr"][-1],
                 "world_size": ctx.world_size,
             }
+            metrics.update(self.call_epoch_hook(engine, epoch + 1, metrics))
             st["epoch"] = epoch + 1
             st["reports"].append(metrics)
             self.say("epoch {epoch}: {m}".format(epoch=epoch + 1, m=", ".join(
@@ -606,8 +628,8 @@ def train_loop_per_worker(config: dict) -> dict:
     """Entry point of one worker (Ray Train) or of the in-process run.
 
     config: {"train": TrainConfig as a JSON dict, "runtime": {"ray_train": bool, "t_submit": float,
-    "env": {name: value}}} (what `emoloom.train.fit` passes; "runtime" may be left out). Returns
-    the run's metrics (the content of metrics.json).
+    "env": {name: value}, "epoch_hook": callable or None}} (what `emoloom.train.fit` passes;
+    "runtime" may be left out). Returns the run's metrics (the content of metrics.json).
     """
     runtime = dict(config.get("runtime") or {})
     runtime["t_worker"] = time.time()

@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from emoloom.config import dump_yaml
 from emoloom.train.config import TrainConfig
@@ -28,6 +28,8 @@ from emoloom.train.config import TrainConfig
 # Settings a worker must share with the driver (Ray workers may start with another environment).
 PROPAGATED_ENV = ("EMOLOOM_CACHE", "TORCH_EXTENSIONS_DIR", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
                   "HF_DATASETS_OFFLINE", "TOKENIZERS_PARALLELISM")
+# hook(epoch, peft model, tokenizer, epoch metrics) -> extra metrics for the epoch's report
+EpochHook = Callable[[int, Any, Any, dict], "dict | None"]
 
 
 @dataclass
@@ -52,14 +54,23 @@ class TrainResult:
         return epochs[-1].get(key, default) if epochs else default
 
 
-def _runtime(ray_train: bool) -> dict:
-    return {"ray_train": ray_train, "t_submit": time.time(),
+def _runtime(ray_train: bool, epoch_hook: EpochHook | None) -> dict:
+    return {"ray_train": ray_train, "t_submit": time.time(), "epoch_hook": epoch_hook,
             "env": {k: os.environ[k] for k in PROPAGATED_ENV if k in os.environ}}
 
 
-def fit(cfg: TrainConfig, *, callbacks: Sequence[Any] = (), storage_path: str | os.PathLike | None = None) -> TrainResult:
-    """Train `cfg`; see the module docstring. `callbacks` go to Ray Train's RunConfig (e.g.
-    `ray.tune.integration.ray_train.TuneReportCallback()` inside a Tune trial)."""
+def fit(cfg: TrainConfig, *, callbacks: Sequence[Any] = (), storage_path: str | os.PathLike | None = None,
+        epoch_hook: EpochHook | None = None) -> TrainResult:
+    """Train `cfg`; see the module docstring.
+
+    callbacks:    go to Ray Train's RunConfig (e.g. `ray.tune.integration.ray_train.TuneReportCallback()`
+                  inside a Tune trial). In-process runs inside a Tune trial report to Tune themselves.
+    storage_path: Ray runs' checkpoint storage (default <out>/ray).
+    epoch_hook:   `hook(epoch, model, tokenizer, metrics) -> dict | None`, called on rank 0 after
+                  each epoch's dev metrics with the peft model (train mode is restored afterwards);
+                  the dict it returns joins that epoch's report (e.g. a decoded-dev objective for
+                  ASHA). Under Ray it is pickled to the workers.
+    """
     t0 = time.time()
     cfg = cfg.absolute()
     out = Path(cfg.out)
@@ -68,12 +79,12 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[Any] = (), storage_path: str | 
     if cfg.distributed.num_workers == 0:
         from emoloom.train.loop import local_checkpoints, train_loop_per_worker
 
-        train_loop_per_worker({"train": cfg.model_dump(mode="json"), "runtime": _runtime(False)})
+        train_loop_per_worker({"train": cfg.model_dump(mode="json"), "runtime": _runtime(False, epoch_hook)})
         checkpoint = local_checkpoints(out)[-1]
         metrics = _export(checkpoint, out)
         return TrainResult(out=out, metrics=metrics, checkpoint=checkpoint, fit_s=time.time() - t0)
     _warm_caches(cfg)
-    result = _fit_ray(cfg, callbacks, storage_path)
+    result = _fit_ray(cfg, callbacks, storage_path, epoch_hook)
     with result.checkpoint.as_directory() as folder:
         metrics = _export(Path(folder), out)
     return TrainResult(out=out, metrics=metrics, checkpoint=Path(result.checkpoint.path), fit_s=time.time() - t0,
@@ -91,7 +102,7 @@ def _warm_caches(cfg: TrainConfig) -> None:
     prepare_data(cfg)
 
 
-def _fit_ray(cfg: TrainConfig, callbacks: Sequence[Any], storage_path):
+def _fit_ray(cfg: TrainConfig, callbacks: Sequence[Any], storage_path, epoch_hook):
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -112,7 +123,7 @@ def _fit_ray(cfg: TrainConfig, callbacks: Sequence[Any], storage_path):
     )
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": cfg.model_dump(mode="json"), "runtime": _runtime(True)},
+        train_loop_config={"train": cfg.model_dump(mode="json"), "runtime": _runtime(True, epoch_hook)},
         scaling_config=scaling, run_config=run,
         torch_config=TorchConfig(backend="nccl" if d.use_gpu else "gloo"),
     )

@@ -1,0 +1,181 @@
+"""Speed of KV-off evaluation: reference vs transformers with KV cache vs the fast decoder vs the pool.
+
+    .venv/bin/python bench/eval_speed.py                      # 200 GoEmotions dev prompts, SFT'd tiny-qwen2
+    .venv/bin/python bench/eval_speed.py --limit 40 --max-new-tokens 32,96 --json out.json
+    .venv/bin/python bench/eval_speed.py --sft-seconds 0      # random-init model (outputs never close)
+
+Rows (one table per model variant, all greedy, same prompts, same stop rule: EOS / JSON closed /
+max_new_tokens):
+
+  reference  transformers generate(use_cache=False, do_sample=False), one prompt at a time
+  hf_cache   transformers generate(use_cache=True), batched with left padding
+  fast       emoloom's KV-off decoder (continuous batching + skeleton drafts)
+  pool       the fast decoder on a Ray ActorPool of --actors actors (one thread each); actor
+             start-up and model loading are excluded (reported separately)
+
+Columns: examples/s, forward passes per example (for hf_cache: cached forwards), share of raw
+outputs identical to the reference, speed ratio to reference and to hf_cache.
+
+The built-in models are random-init: their outputs never close a JSON object, so every row runs
+to max_new_tokens and no skeleton draft is ever right. By default the bench first runs a quick
+LoRA SFT (`emoloom.eval.smoke_sft`, --sft-seconds) on synthetic data so generations follow the
+contract and stop early; --adapter uses an existing adapter instead, --variants both runs both.
+This is a script that prints a table, not a timed test; timings on a shared machine are noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "goemotions" / "dev.tsv"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def train_adapter(model_name: str, seconds: float, out: Path, seed: int) -> Path:
+    from emoloom.data.synthetic import synthetic_records
+    from emoloom.eval.smoke_sft import smoke_sft
+    from emoloom.models import load_base
+
+    base = load_base(model_name)
+    model = smoke_sft(base.model, base.tokenizer, synthetic_records("goemotions", 2000, seed=seed),
+                      steps=100_000, seconds=seconds, lr=3e-3, lora=True, seed=seed, log=log)
+    model.save_pretrained(out)
+    return out
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
+    import torch
+
+    from emoloom.eval.decode import Decoder, hf_generate_cached
+    from emoloom.eval.run import load_candidate
+    from emoloom.models import ModelSpec
+
+    torch.set_num_threads(args.threads)
+    spec = ModelSpec(name=args.model)
+    cand = load_candidate(spec, adapter)
+    model, tok = cand.model, cand.tokenizer
+    rows: list[dict] = []
+    pool = None
+    if args.actors:
+        from emoloom.eval.pool import EvalPool, ensure_ray
+
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ensure_ray()
+        (pool, startup) = timed(lambda: EvalPool(spec, adapter, decoder="fast", max_new_tokens=max(args.max_new_tokens),
+                                                 batch_size=args.batch_size, actors=args.actors))
+        _, warm = timed(lambda: pool.run(records[:2 * args.actors], shard_size=1))  # waits for model loads
+        log(f"[{label}] pool of {args.actors} actors ready in {startup + warm:.1f}s (excluded from its row)")
+    for max_new in args.max_new_tokens:
+        ref_dec = Decoder(model, tok, "reference", max_new_tokens=max_new)
+        prompts = ref_dec.prepare(records)
+        ref, t_ref = timed(lambda: ref_dec.generate(prompts))
+        cached, t_hf = timed(lambda: hf_generate_cached(model, tok, prompts, max_new, batch_size=args.batch_size))
+        fast_dec = Decoder(model, tok, "fast", max_new_tokens=max_new, batch_size=args.batch_size)
+        fast, t_fast = timed(lambda: fast_dec.generate(prompts))
+        results = [("reference", ref, t_ref), ("hf_cache", cached, t_hf), ("fast", fast, t_fast)]
+        if pool is not None:
+            pool.run(records[:2 * args.actors], shard_size=1, max_new_tokens=max_new)  # build decoders
+            pool_rows, t_pool = timed(lambda: pool.run(records, shard_size=args.shard_size, max_new_tokens=max_new))
+            results.append(("pool", pool_rows, t_pool))
+        ref_raw = [g.raw for g in ref]
+        for name, gens, secs in results:
+            raws = [g.raw if hasattr(g, "raw") else g["raw"] for g in gens]
+            fw = [g.forwards if hasattr(g, "forwards") else g["forwards"] for g in gens]
+            rows.append({
+                "variant": label, "name": name, "max_new_tokens": max_new,
+                "examples_per_s": len(records) / secs, "seconds": secs,
+                "forwards_per_example": sum(fw) / len(fw),
+                "identical_rate": sum(a == b for a, b in zip(raws, ref_raw)) / len(raws),
+            })
+        closed = sum(g.stop == "json_closed" for g in ref) / len(ref)
+        new_tok = sum(len(g.tokens) for g in ref) / len(ref)
+        log(f"[{label}] max_new_tokens={max_new}: reference {new_tok:.1f} new tokens/example, "
+            f"{closed:.0%} closed their JSON")
+        for r in rows:
+            if r["variant"] == label and r["max_new_tokens"] == max_new:
+                base = {x["name"]: x["examples_per_s"] for x in rows
+                        if x["variant"] == label and x["max_new_tokens"] == max_new}
+                r["vs_reference"] = r["examples_per_s"] / base["reference"]
+                r["vs_hf_cache"] = r["examples_per_s"] / base["hf_cache"]
+    if pool is not None:
+        pool.close()
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    head = f"{'variant':<10} {'decoder':<10} {'max_new':>7} {'ex/s':>8} {'fwd/ex':>7} {'identical':>9} {'x ref':>7} {'x hf_cache':>10}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['variant']:<10} {r['name']:<10} {r['max_new_tokens']:>7} {r['examples_per_s']:>8.2f} "
+              f"{r['forwards_per_example']:>7.1f} {r['identical_rate']:>9.1%} {r['vs_reference']:>7.2f} "
+              f"{r['vs_hf_cache']:>10.2f}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny-qwen2")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="GoEmotions dev.tsv (first --limit prompts)")
+    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--max-new-tokens", default="96,32,64,128",
+                   type=lambda s: [int(x) for x in s.split(",") if x.strip()])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--actors", type=int, default=2, help="pool row (0: skip it)")
+    p.add_argument("--shard-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the in-process rows")
+    p.add_argument("--adapter", default=None, help="use this LoRA adapter (skips the SFT)")
+    p.add_argument("--sft-seconds", type=float, default=90.0, help="quick LoRA SFT first (0: random init only)")
+    p.add_argument("--variants", choices=["sft", "random", "both"], default="sft")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write {'rows': [...]} here")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from emoloom.data import load_corpus
+
+    data = load_corpus("goemotions", args.data, "dev", limit=args.limit)
+    records = data.records
+    log(f"{len(records)} prompts from {args.data}")
+    variants: list[tuple[str, str | None]] = []
+    if args.variants in ("random", "both") or (args.sft_seconds <= 0 and not args.adapter):
+        variants.append(("random", None))
+    if args.variants in ("sft", "both") and (args.adapter or args.sft_seconds > 0):
+        adapter = args.adapter
+        if adapter is None:
+            tmp = Path(tempfile.mkdtemp(prefix="eval-speed-adapter-"))
+            log(f"quick LoRA SFT of {args.model} for {args.sft_seconds:.0f}s ...")
+            import torch
+
+            torch.set_num_threads(args.threads)
+            adapter = str(train_adapter(args.model, args.sft_seconds, tmp, args.seed))
+        variants.append(("sft" if args.adapter is None else "adapter", adapter))
+    rows: list[dict] = []
+    for label, adapter in variants:
+        rows += bench_variant(args, records, adapter, label)
+    print(f"model {args.model}, {len(records)} GoEmotions dev prompts, batch {args.batch_size}, "
+          f"torch threads {args.threads}, pool actors {args.actors}")
+    print_table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
