@@ -163,8 +163,8 @@ def test_drafter_follows_the_template():
     tok = c.tokenizer
     drafter = SkeletonDrafter(tok, ["goemotions"])
     text = lambda ids: tok.decode(ids)  # noqa: E731
-    assert text(drafter.draft([], 16)) == '{"labels":["'
+    assert text(drafter.session().draft([], 16)) == '{"labels":["'
     target = tok(render_target(["joy"], (0.5, 0.5, 0.5), "x"), add_special_tokens=False)["input_ids"]
     upto = next(i for i in range(len(target)) if text(target[:i]).endswith('"],"'))
-    assert text(drafter.draft(target[:upto], 16)).startswith('vad":{"v":')
-    assert drafter.draft(target[:upto], 0) == []
+    assert text(drafter.session().draft(target[:upto], 16)).startswith('vad":{"v":')
+    assert drafter.session().draft(target[:upto], 0) == []

@@ -37,13 +37,12 @@ the answer cue; the prediction carries ``truncated: true``.
 from __future__ import annotations
 
 import hashlib
-import inspect
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from emoloom.contract import Record, render_prompt, render_target
-from emoloom.labels import taxonomy as taxonomy_labels
+from emoloom.labels import VAD_ANCHORS, taxonomy as taxonomy_labels
 
 DECODERS = ("reference", "fast", "constrained", "score")
 DEFAULT_MAX_NEW_TOKENS = 96
@@ -179,76 +178,131 @@ class JsonCloseScanner:
 
 
 _START = -1  # sentinel "start of the answer" in draft contexts
-_AMBIGUOUS = -2
+HISTORY_WEIGHT = 2  # a finished answer of this run counts twice a template rendering
 
 
 class SkeletonDrafter:
-    """Drafts the next tokens where the contract's skeleton fixes them.
+    """Drafts the next tokens where the contract's skeleton (or this run's answers) fix them.
 
-    Built from tokenized `render_target` renderings over every label of the taxonomies, varied
-    VAD values and rationales: a context (the last 1..`order` answer tokens, the start marked)
-    maps to its next token when all renderings agree, else to "ambiguous". A draft follows the
-    longest known context while it is unambiguous, so it covers ``{"`` -> ``labels":["``, the rest
-    of a label once its first tokens pin it down, ``"],"`` -> ``vad":{"v":`` and so on, and stops
-    at free content (digits, rationale). When the skeleton drafts nothing, the tokens that
-    followed the last two answer tokens in the prompt are drafted (the rationale often quotes it).
+    Built from tokenized `render_target` renderings: every label of the taxonomies (single and
+    multi-label), varied rationales, every two-decimal value of each VAD dimension (so digits never
+    hide what follows them) and each label's VAD anchor (`labels.VAD_ANCHORS`). A context (the last 1..`order` answer tokens, the start marked)
+    maps to counts of its next token; a draft follows the longest known context while its most
+    frequent next token has at least `min_share` of the counts. That covers ``{"`` ->
+    ``labels":["``, the rest of a label once its first tokens pin it down, ``"],"`` ->
+    ``vad":{"v":0.`` and so on, and stops at free content (digits, rationale).
+
+    A `session()` adds what one decoding run learns: finished answers feed the counts (outputs of
+    a trained model repeat), and where the counts draft nothing, the tokens that followed the last
+    answer tokens in the prompt are drafted (rationales quote the text). Drafts only decide how
+    many tokens a forward may accept, never which tokens come out.
     """
 
-    def __init__(self, tokenizer, taxonomies: Sequence[str], order: int = 8, seed: int = 0) -> None:
+    def __init__(self, tokenizer, taxonomies: Sequence[str], order: int = 8, min_share: float = 0.25,
+                 seed: int = 0) -> None:
         import random
 
-        self.order = order
-        self.table: dict[tuple[int, ...], int] = {}
+        self.order, self.min_share = order, min_share
+        counts: dict[tuple[int, ...], dict[int, int]] = {}
         rng = random.Random(seed)
         words = ["cues", "happy", "sad", "the", "not", "about", "angry", "so", "thanks", "wow",
                  "i", "am", "feel", "great", "lost", "my", "job", "love", "it"]
+
+        def add(labels, vad, rationale):
+            ids = tokenizer(render_target(labels, vad, rationale), add_special_tokens=False)["input_ids"]
+            _count(counts, [_START] + list(ids), order, 1)
+
         for tax in dict.fromkeys(taxonomies):
             labels = taxonomy_labels(tax)
             for i, label in enumerate(labels):
                 for variant in range(3):
-                    chosen = [label] if variant != 2 else [label, labels[(i + 1) % len(labels)]]
-                    if variant == 1 and len(labels) > 2:
-                        chosen = [labels[(i + 2) % len(labels)], label]
+                    chosen = [label]
+                    if variant == 2:  # multi-label answers are the minority
+                        chosen = [label, labels[(i + 1) % len(labels)]]
                     vad = tuple(rng.randint(0, 100) / 100 for _ in range(3))
-                    rationale = "cues: " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 5)))
-                    self._add(tokenizer(render_target(chosen, vad, rationale), add_special_tokens=False)["input_ids"])
+                    add(chosen, vad, "cues: " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 5))))
+            for x in range(101):
+                add([labels[x % len(labels)]], (x / 100,) * 3, "cues: " + rng.choice(words))
+            for label in labels:  # a label's VAD anchor: where trained answers tend to land
+                for _ in range(2):
+                    add([label], VAD_ANCHORS[label], "cues: " + rng.choice(words))
+        # Most frequent next token per context, and its share.
+        self.base = {ctx: _best(c) for ctx, c in counts.items()}
+        self._counts = counts
 
-    def _add(self, ids: list[int]) -> None:
-        seq = [_START] + list(ids)
-        for pos in range(1, len(seq)):
-            for n in range(1, min(self.order, pos) + 1):
-                ctx = tuple(seq[pos - n:pos])
-                prev = self.table.get(ctx)
-                if prev is None:
-                    self.table[ctx] = seq[pos]
-                elif prev != seq[pos]:
-                    self.table[ctx] = _AMBIGUOUS
+    def session(self) -> "DraftSession":
+        return DraftSession(self)
 
-    def draft(self, gen: list[int], k: int, lookup: dict | None = None, prompt: list[int] | None = None) -> list[int]:
+
+def _count(table: dict, seq: list[int], order: int, weight: int) -> None:
+    for pos in range(1, len(seq)):
+        for n in range(1, min(order, pos) + 1):
+            nxt = table.setdefault(tuple(seq[pos - n:pos]), {})
+            nxt[seq[pos]] = nxt.get(seq[pos], 0) + weight
+
+
+def _best(counts: dict[int, int]) -> tuple[int, float]:
+    tok = max(counts, key=lambda t: (counts[t], -t))  # ties: the lower id, for determinism
+    return tok, counts[tok] / sum(counts.values())
+
+
+class DraftSession:
+    """The drafter plus what one `Decoder.generate` call has seen (reset per call, so a shard's
+    outputs and forward counts never depend on which shards ran before it)."""
+
+    def __init__(self, drafter: SkeletonDrafter) -> None:
+        self.d = drafter
+        self.history: dict[tuple[int, ...], dict[int, int]] = {}
+
+    def observe(self, answer: list[int]) -> None:
+        _count(self.history, [_START] + list(answer), self.d.order, HISTORY_WEIGHT)
+
+    def _next(self, seq: list[int]) -> int | None:
+        for n in range(len(seq), 0, -1):
+            ctx = tuple(seq[-n:])
+            hist = self.history.get(ctx)
+            if hist is None:
+                base = self.d.base.get(ctx)
+                if base is None:
+                    continue
+                tok, share = base
+            else:
+                merged = dict(self.d._counts.get(ctx, {}))
+                for t, c in hist.items():
+                    merged[t] = merged.get(t, 0) + c
+                tok, share = _best(merged)
+            return tok if share >= self.d.min_share else None
+        return None
+
+    def draft(self, gen: list[int], k: int, prompt_index: dict | None = None, prompt: list[int] | None = None) -> list[int]:
         if k <= 0:
             return []
-        seq = ([_START] + gen)[-self.order:]
+        seq = ([_START] + gen)[-self.d.order:]
         out: list[int] = []
         while len(out) < k:
-            nxt = None
-            for n in range(len(seq), 0, -1):
-                nxt = self.table.get(tuple(seq[-n:]))
-                if nxt is not None:
-                    break
-            if nxt is None or nxt == _AMBIGUOUS:
+            nxt = self._next(seq)
+            if nxt is None:
                 break
             out.append(nxt)
-            seq = (seq + [nxt])[-self.order:]
-        if not out and lookup is not None and prompt is not None and len(gen) >= 2:
-            at = lookup.get((gen[-2], gen[-1]))
+            seq = (seq + [nxt])[-self.d.order:]
+        if not out and prompt_index is not None and prompt is not None and gen:
+            at = prompt_index.get((gen[-2], gen[-1])) if len(gen) >= 2 else None
+            if at is None:
+                at = prompt_index.get((gen[-1],))
             if at is not None:
                 out = prompt[at:at + min(k, 8)]
         return out
 
 
-def bigram_index(ids: list[int]) -> dict[tuple[int, int], int]:
-    """(a, b) -> position after the last occurrence of the bigram in `ids`."""
-    return {(ids[i], ids[i + 1]): i + 2 for i in range(len(ids) - 2)}
+def prompt_index(ids: list[int]) -> dict[tuple[int, ...], int]:
+    """(a, b) and (a,) -> position after their last occurrence in `ids` (the text sits late in
+    the prompt, so the last occurrence is the likeliest source of a quote)."""
+    index: dict[tuple[int, ...], int] = {}
+    for i in range(len(ids) - 1):
+        index[(ids[i],)] = i + 1
+        if i + 2 < len(ids):
+            index[(ids[i], ids[i + 1])] = i + 2
+    return index
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +362,7 @@ class Decoder:
         self.model_calls = 0
         self._drafters: dict[tuple[str, ...], SkeletonDrafter] = {}
         self._fsms: dict[str, object] = {}
-        self._keeps = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._split = _backbone_and_head(model)
 
     # -- public ----------------------------------------------------------------------------
 
@@ -380,48 +434,57 @@ class Decoder:
         elif len(row.gen) >= self.max_new_tokens:
             row.stop = "max_new_tokens"
 
-    def _forward(self, seqs: list[list[int]], keep: int):
-        """Logits of the last `keep` positions of each left-padded sequence, [B, keep, V]."""
+    def _forward(self, seqs: list[list[int]], need: list[int]) -> list:
+        """Logits [need_i, V] of the last `need_i` positions of each sequence, in one forward.
+
+        Sequences are right-padded and run without an attention mask: under causal attention a
+        position never sees the pads after it, so every kept position is computed as it would be
+        alone (and the fused causal attention kernel is used instead of a masked one). Only the
+        kept positions go through the output layer.
+        """
         import torch
 
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
-        # Left padding shifts positions: give each row positions 0.. from its first real token.
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        rows, cols = [], []
+        for i, (s, n) in enumerate(zip(seqs, need)):
+            ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+            rows += [i] * n
+            cols += range(len(s) - n, len(s))
         dev = next(self.model.parameters()).device
-        kwargs = dict(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=False)
-        if self._keeps:
-            kwargs["logits_to_keep"] = keep
+        ids = ids.to(dev)
         self.model_calls += 1
-        logits = self.model(**kwargs).logits
-        return logits[:, -keep:].float()
+        if self._split is not None:
+            backbone, head, softcap = self._split
+            hidden = backbone(input_ids=ids, use_cache=False).last_hidden_state
+            logits = head(hidden[rows, cols]).float()
+            if softcap:
+                logits = torch.tanh(logits / softcap) * softcap
+        else:  # a model without get_decoder/get_output_embeddings: full logits, then gather
+            logits = self.model(input_ids=ids, use_cache=False).logits[rows, cols].float()
+        return list(torch.split(logits, need))
 
     def _loop(self, rows: list[_Row], progress) -> None:
         """Continuous batching over rows sorted by length; one KV-off forward per step."""
         if not rows:
             return
         constrained = self.mode in ("constrained", "score")
-        drafter = self._drafter(tuple(sorted({r.taxonomy for r in rows}))) if self.max_draft else None
+        drafter = self._drafter(tuple(sorted({r.taxonomy for r in rows}))).session() if self.max_draft else None
         queue = deque(sorted(rows, key=lambda r: (len(r.prompt) + len(r.gen), r.index)))
         active: list[_Row] = []
         while queue or active:
             while len(active) < self.batch_size and queue:
                 row = queue.popleft()
-                row.lookup = bigram_index(row.prompt) if drafter else None
+                row.lookup = prompt_index(row.prompt) if drafter else None
                 active.append(row)
             drafts = []
             for r in active:
                 k = min(self.max_draft, self.max_new_tokens - len(r.gen) - 1)
                 drafts.append(drafter.draft(r.gen, k, r.lookup, r.prompt) if drafter else [])
-            keep = 1 + max(len(d) for d in drafts)
-            logits = self._forward([r.prompt + r.gen + d for r, d in zip(active, drafts)], keep)
-            for i, (r, d) in enumerate(zip(active, drafts)):
+            logits = self._forward([r.prompt + r.gen + d for r, d in zip(active, drafts)],
+                                   [len(d) + 1 for d in drafts])
+            for r, d, own in zip(active, drafts, logits):
                 r.forwards += 1
-                own = logits[i, keep - len(d) - 1:]
                 if constrained:
                     self._accept_constrained(r, d, own)
                 else:
@@ -429,6 +492,9 @@ class Decoder:
             done = [r for r in active if r.stop]
             if done:
                 active = [r for r in active if not r.stop]
+                if drafter:
+                    for r in done:
+                        drafter.observe(r.gen)
                 if progress:
                     progress(len(done))
 
@@ -466,12 +532,12 @@ class Decoder:
                 cands[r.taxonomy] = (labels, toks, common)
         for r in rows:
             labels, toks, common = cands[r.taxonomy]
-            keep = max(len(t) for t in toks) - common + 1
-            logp = torch.log_softmax(self._forward([r.prompt + t for t in toks], keep), dim=-1)
+            # Position j of a candidate's own logits predicts its token common + j.
+            logits = self._forward([r.prompt + t[:-1] for t in toks], [len(t) - common for t in toks])
             scores = []
-            for i, t in enumerate(toks):
-                base = keep - len(t) - 1
-                scores.append(sum(float(logp[i, base + j, t[j]]) for j in range(common, len(t))))
+            for t, lg in zip(toks, logits):
+                logp = torch.log_softmax(lg, dim=-1)
+                scores.append(sum(float(logp[j, t[common + j]]) for j in range(len(t) - common)))
             best = max(range(len(labels)), key=lambda i: scores[i])  # first best on ties
             r.forwards += 1
             r.label_scores = {l: round(s, 4) for l, s in zip(labels, scores)}
@@ -503,6 +569,17 @@ class Decoder:
             self.model_calls += r.forwards
             if progress:
                 progress(1)
+
+
+def _backbone_and_head(model):
+    """(backbone, output layer, logit softcap) of a causal LM, or None when it does not split so."""
+    try:
+        backbone, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    if backbone is None or head is None or backbone is model:
+        return None
+    return backbone, head, getattr(model.config, "final_logit_softcapping", None)
 
 
 def JsonStoppingCriteria(texts: list[str], prompt_len: int):

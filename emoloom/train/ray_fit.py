@@ -112,11 +112,17 @@ def _fit_ray(cfg: TrainConfig, callbacks: Sequence[Any], storage_path, epoch_hoo
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=True)
     d = cfg.distributed
+    name = f"train-{cfg.run_hash()}"
+    storage = Path(storage_path).resolve() if storage_path else Path(cfg.out) / "ray"
+    if not cfg.resume:
+        # a fresh start: Ray Train V2 would otherwise restore this run from its storage (and
+        # prune the new epoch_* checkpoints as duplicates of the old ones)
+        shutil.rmtree(storage / name, ignore_errors=True)
     scaling = ScalingConfig(num_workers=d.num_workers, use_gpu=d.use_gpu,
                             resources_per_worker={"CPU": d.cpus_per_worker, **({"GPU": 1} if d.use_gpu else {})})
     run = RunConfig(
-        name=f"train-{cfg.run_hash()}",
-        storage_path=str(Path(storage_path).resolve()) if storage_path else str(Path(cfg.out) / "ray"),
+        name=name,
+        storage_path=str(storage),
         callbacks=list(callbacks) or None,
         failure_config=FailureConfig(max_failures=d.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
