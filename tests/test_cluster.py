@@ -181,7 +181,7 @@ def test_autoscaler_layout(name):
     assert f"-v {SHARED}:{SHARED}" in cfg["docker"]["run_options"]
     for key, node in types.items():
         init = node.get("initialization_commands", cfg["initialization_commands"])
-        assert any(f"mount" in c and SHARED in c for c in init), f"{key}: {SHARED} is not mounted"
+        assert any("mount" in c and SHARED in c for c in init), f"{key}: {SHARED} is not mounted"
 
 
 # -- KubeRay -----------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_runtime_env_is_one_and_valid():
     assert not [k for k in ev if k.startswith("RAY_AUTH")], "auth is per cluster, not per job"
     for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         assert ev[flag] == "0", f"clusters have network: {flag} must be off"
-    assert ev["RAY_OVERRIDE_JOB_RUNTIME_ENV"] == "1"
+    assert "RAY_OVERRIDE_JOB_RUNTIME_ENV" not in ev, "the screen joins a job's cluster without its own runtime env"
     assert ev["HF_TOKEN_PATH"].startswith(SHARED + "/") and "HF_TOKEN" not in ev
 
 
@@ -297,7 +297,7 @@ def test_mlflow_servers_agree_and_accept_the_cluster_host_name():
 
 def test_driver_runtime_env_merges_with_the_job_runtime_env(monkeypatch):
     """Inside a Ray job, the screen driver's ray.init(runtime_env=...) is merged with the job's
-    runtime env; Ray refuses shared env var keys unless RAY_OVERRIDE_JOB_RUNTIME_ENV=1."""
+    runtime env; Ray refuses shared env var keys, so the driver must not bring its own."""
     run = pytest.importorskip("emoloom.screen.run")
     if not hasattr(run, "init_ray"):
         pytest.skip("emoloom.screen.run.init_ray is gone: re-check how the screen joins a cluster")

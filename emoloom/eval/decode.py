@@ -229,6 +229,8 @@ class SkeletonDrafter:
         # Most frequent next token per context, and its share.
         self.base = {ctx: _best(c) for ctx, c in counts.items()}
         self._counts = counts
+        texts = token_texts(tokenizer)
+        self.norm = lambda t: texts[t].casefold() if 0 <= t < len(texts) else ""
 
     def session(self) -> "DraftSession":
         return DraftSession(self)
@@ -286,22 +288,31 @@ class DraftSession:
             out.append(nxt)
             seq = (seq + [nxt])[-self.d.order:]
         if not out and prompt_index is not None and prompt is not None and gen:
-            at = prompt_index.get((gen[-2], gen[-1])) if len(gen) >= 2 else None
+            keys = [self.norm(t) for t in gen[-2:]]
+            at = prompt_index.get(tuple(keys)) if len(keys) == 2 else None
             if at is None:
-                at = prompt_index.get((gen[-1],))
+                at = prompt_index.get((keys[-1],))
             if at is not None:
-                out = prompt[at:at + min(k, 8)]
+                out = prompt[at:at + min(k, PROMPT_DRAFT)]
         return out
 
+    def norm(self, token: int) -> str:
+        return self.d.norm(token)
 
-def prompt_index(ids: list[int]) -> dict[tuple[int, ...], int]:
-    """(a, b) and (a,) -> position after their last occurrence in `ids` (the text sits late in
-    the prompt, so the last occurrence is the likeliest source of a quote)."""
-    index: dict[tuple[int, ...], int] = {}
+
+PROMPT_DRAFT = 6  # tokens drafted from the prompt: a quote, but rarely a long one
+
+
+def prompt_index(ids: list[int], norm) -> dict[tuple[str, ...], int]:
+    """Normalized (a, b) and (a,) -> position after their last occurrence in `ids`. The text sits
+    late in the prompt, so its last occurrence is the likeliest source of a quote; tokens are
+    compared case-folded because answers often quote the text in lower case."""
+    keys = [norm(t) for t in ids]
+    index: dict[tuple[str, ...], int] = {}
     for i in range(len(ids) - 1):
-        index[(ids[i],)] = i + 1
+        index[(keys[i],)] = i + 1
         if i + 2 < len(ids):
-            index[(ids[i], ids[i + 1])] = i + 2
+            index[(keys[i], keys[i + 1])] = i + 2
     return index
 
 
@@ -475,7 +486,7 @@ class Decoder:
         while queue or active:
             while len(active) < self.batch_size and queue:
                 row = queue.popleft()
-                row.lookup = prompt_index(row.prompt) if drafter else None
+                row.lookup = prompt_index(row.prompt, drafter.norm) if drafter else None
                 active.append(row)
             drafts = []
             for r in active:

@@ -16,12 +16,14 @@ from emoloom.labels import anchor
 
 
 def target_for(record: Record) -> str:
-    """Contract answer for a record: gold VAD, else the labels' VAD anchor; a short rationale
-    quoting the text (so it is learnable by a tiny model)."""
-    vad = record.vad.as_tuple() if record.vad else (anchor(record.labels) or (0.5, 0.5, 0.5))
-    words = record.text.split()[:4]
-    return render_target(record.labels, VAD(v=round(vad[0], 2), a=round(vad[1], 2), d=round(vad[2], 2)),
-                         "cues: " + " ".join(words))
+    """The answer the project's trainer writes for a record: lexicon-weak VAD (gold kept) and the
+    lexicon-cue rationale (`emoloom.lexicon`), so the outputs look like a trained candidate's."""
+    from emoloom.lexicon import load_lexicon, rationale_for, with_weak_vad
+
+    lexicon = load_lexicon(None)
+    rec = with_weak_vad(record, lexicon)
+    vad = rec.vad.rounded() if rec.vad else VAD(**dict(zip("vad", anchor(rec.labels) or (0.5, 0.5, 0.5))))
+    return render_target(rec.labels, vad, rationale_for(rec.text, rec.labels, lexicon))
 
 
 def smoke_sft(model, tokenizer, records: Sequence[Record], *, steps: int = 200, seconds: float | None = None,

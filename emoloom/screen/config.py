@@ -43,6 +43,9 @@ class TrialResources(StrictModel):
     """What one trial asks of the cluster."""
 
     driver_cpus: float = 1.0  # the trial function itself (runs evaluation when eval_actors=0)
+    # A custom resource each trial driver also takes one unit of; cluster/ offers `trial_driver`
+    # on the head only, which keeps drivers off GPU nodes and caps how many run at once.
+    driver_resource: str | None = None
     train_workers: int = 0  # Ray Train workers (DeepSpeed ranks); 0 = train inside the trial
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0

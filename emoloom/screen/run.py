@@ -48,18 +48,19 @@ def init_ray(cfg: ScreenConfig) -> str:
     """Join the cluster we were given (config, RAY_ADDRESS, or the job's cluster), else start one."""
     import ray
 
-    env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
-    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "EMOLOOM_CACHE",
-                "EMOLOOM_SHARED_DATA", "MLFLOW_TRACKING_URI"):
-        if key in os.environ:
-            env[key] = os.environ[key]
     if ray.is_initialized():
         return "existing"
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        # A Ray job already carries its runtime env (cluster/runtime_env.yaml); passing another
+        # one that sets the same keys makes Ray refuse to merge them.
+        ray.init(address=address, log_to_driver=True)
         return address
+    env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "EMOLOOM_CACHE",
+                "EMOLOOM_SHARED_DATA", "MLFLOW_TRACKING_URI"):
+        if key in os.environ:
+            env[key] = os.environ[key]
     ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False,
              runtime_env={"env_vars": env})
     return "local"
@@ -130,8 +131,10 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False) -
                        screen_hash=digest, screen=cfg.model_dump(mode="json"),
                        fixed=space.fixed, metric=space.metric, mode=space.mode, trials_dir=str(exp_dir / "trials"))
     where = init_ray(cfg)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
-                                    {"cpu": cfg.resources.driver_cpus})
+    driver = {"cpu": cfg.resources.driver_cpus}
+    if cfg.resources.driver_resource:  # e.g. `trial_driver`, offered only by the head (cluster/)
+        driver[cfg.resources.driver_resource] = 1
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), driver)
     if restorable:
         print(f"resuming screen {exp_name} from {exp_dir}", file=sys.stderr)
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,

@@ -62,7 +62,7 @@ def eval_records(screen: dict, train_cfg, dev_limit: int | None):
 
     prepared = prepare_data(train_cfg)
     dev = prepared.dev[:dev_limit] if dev_limit else list(prepared.dev)
-    train_tax = prepared.taxonomies[0] if prepared.taxonomies else "goemotions"
+    train_tax = (prepared.dev or prepared.pool_a)[0].taxonomy  # pool A's corpus asks the questions
     files: dict[str, str] = dict(prepared.stats.get("sha256", {}))
     cross: dict[str, list] = {}
     for src in screen["eval"]["cross_corpus"]:
@@ -191,7 +191,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
                          {f"cross.{name}.ekman_macro_f1": s["cross.ekman_macro_f1"]})
         final["eval_seconds"] = round(time.time() - started - train_seconds, 2)
         final["objective"] = objective_of(final)
-        epochs_done = int(result.metrics.get("epochs_done", train_cfg.epochs)) if isinstance(result.metrics, dict) else train_cfg.epochs
+        epochs_done = int(result.last("epoch", train_cfg.epochs))
         final["epoch"] = epochs_done
         tracking.log_metrics(c, run_id, final, step=epochs_done)
         tracking.log_files(c, run_id, [out / "dev" / "predictions.jsonl", out / "dev" / "metrics.json"], "dev")

@@ -26,7 +26,7 @@ from emoloom.contract import Record, render_prompt, render_target
 
 log = logging.getLogger(__name__)
 
-PREP_VERSION = 1  # bump when prepare_data's output changes for the same config
+PREP_VERSION = 2  # bump when prepare_data's output changes for the same config
 
 
 @dataclass
@@ -81,12 +81,22 @@ def synthetic_root(seed: int, size: int) -> Path:
                        lambda tmp: write_synthetic(tmp, seed=seed, size=size))
 
 
+def _fingerprint(source: str | None) -> list:
+    """(name, size, mtime) of a local source's files, so an edited file invalidates the cache."""
+    if not source or not os.path.exists(source):
+        return []  # generated (synthetic) or a hub id: fixed by the config itself
+    root = Path(source)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+
 def _data_key(cfg) -> str:
     from emoloom.lexicon import load_lexicon
 
     lexicon = load_lexicon(cfg.data.lexicon)
     blob = json.dumps({"data": cfg.data.model_dump(mode="json"), "augment": cfg.augment.model_dump(mode="json"),
-                       "seed": cfg.seed, "lexicon": lexicon.sha256, "v": PREP_VERSION}, sort_keys=True)
+                       "seed": cfg.seed, "lexicon": lexicon.sha256, "v": PREP_VERSION,
+                       "files": [_fingerprint(s.source) for s in cfg.data.sources]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -151,7 +161,7 @@ def _prepare(cfg) -> Prepared:
     rationale = {r.id: rationale_for(r.text, r.labels, lexicon) for r in train + dev}
     polarity = {r.id: sentiment(r.text)[0] for r in train}
     appraisal: dict[str, list[float]] = {}
-    if pools["A"] and cfg.loss.appraisal > 0:
+    if pools["A"]:  # always: the cache key does not depend on the loss weights
         clf = AppraisalClassifier(lexicon).fit([r.text for r in pools["A"]], [r.labels for r in pools["A"]])
         scores = clf.predict([r.text for r in train])
         appraisal = {r.id: [round(float(x), 4) for x in row] for r, row in zip(train, scores)}
