@@ -1,11 +1,12 @@
 """Training benchmark: throughput of Ray Train + DeepSpeed vs in-process, loss curves, ParseOK.
 
     .venv/bin/python bench/train_speed.py                 # all three parts
-    .venv/bin/python bench/train_speed.py --part speed --steps 40
+    .venv/bin/python bench/train_speed.py --part speed --strategies deepspeed,ddp
     .venv/bin/python bench/train_speed.py --part recipe    # loss curves + ParseOK of the default run
 
 speed:  the same model, data, batch and seed trained in-process (no Ray) and by Ray Train with
-        `--workers` CPU workers (DeepSpeed ZeRO-2 on gloo by default). tokens/s counts non-padding
+        `--workers` CPU workers (DeepSpeed ZeRO-2 on gloo; DDP with --strategies deepspeed,ddp), one
+        torch thread per worker; in-process runs with 1 and with 2 threads. tokens/s counts non-padding
         tokens of the training steps only (start-up, dev evaluation and checkpoints excluded),
         averaged over the epochs after the first; "aggregate" is all workers together, "per
         worker" the mean of the workers' own rates. start-up = from fit() to the first step.
@@ -70,8 +71,10 @@ def part_speed(args, work: Path) -> None:
     ray.init(address="local", num_cpus=max(2, args.workers), include_dashboard=False, log_to_driver=False)
     ray_init = time.time() - t0
     try:
-        run(f"ray {args.strategy}", f"distributed.num_workers={args.workers}", f"distributed.strategy={args.strategy}",
-            "distributed.zero_stage=2", storage=work / "ray")
+        for strategy in args.strategies.split(","):
+            label = "ray deepspeed zero2" if strategy == "deepspeed" else f"ray {strategy}"
+            run(label, f"distributed.num_workers={args.workers}", f"distributed.strategy={strategy}",
+                "distributed.zero_stage=2", storage=work / "ray")
     finally:
         ray.shutdown()
     ref = rows[0]["tokens/s aggregate"]
@@ -127,7 +130,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=80, help="speed: optimizer steps per run (4 epochs)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--strategy", choices=["deepspeed", "ddp"], default="deepspeed")
+    parser.add_argument("--strategies", default="deepspeed", help="comma-separated: deepspeed, ddp")
     parser.add_argument("--work", help="folder for the runs (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="emoloom-bench-") as tmp:

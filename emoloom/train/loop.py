@@ -343,6 +343,7 @@ class Trainer:
     def setup(self) -> None:
         import torch
 
+        from emoloom.labels import taxonomy as labels_of
         from emoloom.lexicon import load_lexicon
         from emoloom.sampling import MixtureSampler
         from emoloom.train.examples import collate, encode, prepare_data
@@ -369,8 +370,6 @@ class Trainer:
             self.pools[name], d = encode(records, tok, prepared, cfg.data.max_length)
             dropped += d
         dev, d_dev = encode(prepared.dev, tok, prepared, cfg.data.max_length)
-        from emoloom.labels import taxonomy as labels_of
-
         self.n_labels_max = max(len(labels_of(t)) for t in prepared.taxonomies)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         b = cfg.optim.batch_size
@@ -544,8 +543,6 @@ class Trainer:
         return self.metrics_json()
 
     def train(self, engine) -> None:
-        import torch
-
         cfg, ctx, st = self.cfg, self.ctx, self.state
         hist = st["history"]
         accum, b = cfg.optim.grad_accum, cfg.optim.batch_size
@@ -615,7 +612,6 @@ class Trainer:
             self.say("epoch {epoch}: {m}".format(epoch=epoch + 1, m=", ".join(
                 f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))))
             self.report(metrics, engine, epoch + 1)
-        torch.set_grad_enabled(True)
 
 
 def dev_metrics_safe(model, batches) -> dict:
