@@ -181,7 +181,7 @@ def load_base(spec: ModelSpec | str, device: str | None = None) -> Loaded:
         path = spec.name
     else:
         path = spec.name
-        if os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hf_cache(spec.name):
+        if hub_offline() and not _in_hf_cache(spec.name):
             raise RuntimeError(
                 f"model {spec.name!r} is a hub id, HF_HUB_OFFLINE=1 and it is not in the local "
                 f"cache: download it on a connected machine (huggingface-cli download {spec.name}) "
@@ -198,6 +198,10 @@ def load_base(spec: ModelSpec | str, device: str | None = None) -> Loaded:
     info = {"model_type": model.config.model_type,
             "parameters": sum(p.numel() for p in model.parameters())}
     return Loaded(model=model, tokenizer=tokenizer, spec=spec, path=path, revision=spec.revision, info=info)
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _in_hf_cache(repo_id: str) -> bool:

@@ -56,7 +56,8 @@ def trial_rows(c, experiment_id: str, parent_run_id: str, mode: str = "max") -> 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if value == value else "nan"
-    return "" if value is None else str(value)
+    # one table row per trial: no line breaks or column separators from error messages
+    return "" if value is None else " ".join(str(value).split()).replace("|", "\\|")
 
 
 def write_tables(rows: list[dict], out: Path) -> tuple[Path, Path]:

@@ -88,7 +88,10 @@ def _scheduler(space: SearchSpace):
     if not space.asha.enabled:
         return FIFOScheduler()
     a = space.asha
-    return ASHAScheduler(time_attr=a.time_attr, max_t=a.max_t, grace_period=a.grace_period,
+    # ASHA stops every trial that reaches max_t. A trial reports its last training epoch and
+    # then its final KV-off evaluation; one step of headroom lets that evaluation happen while
+    # the rungs (grace_period * reduction_factor^k < max_t + 1) stay where the space put them.
+    return ASHAScheduler(time_attr=a.time_attr, max_t=a.max_t + 1, grace_period=a.grace_period,
                          reduction_factor=a.reduction_factor)
 
 

@@ -251,12 +251,14 @@ def _seed_everything(seed: int) -> None:
 
 
 def build_lm(cfg: TrainConfig):
-    """(peft model, tokenizer, Loaded) for the candidate, LoRA attached."""
+    """(peft model, tokenizer, Loaded) for the candidate, LoRA attached (its init seeded by cfg.seed)."""
     from peft import LoraConfig, get_peft_model
 
     from emoloom.models import load_base, lora_targets
 
     loaded = load_base(cfg.model)
+    # seeded after loading: building a built-in model on a cold cache draws from the global RNG
+    _seed_everything(cfg.seed)
     targets = cfg.lora.target_modules or lora_targets(loaded.info["model_type"])
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=targets, modules_to_save=cfg.modules_to_save() or None, task_type="CAUSAL_LM")
@@ -352,8 +354,7 @@ class Trainer:
         from emoloom.train.model import EmoModel
 
         cfg, ctx = self.cfg, self.ctx
-        _seed_everything(cfg.seed)  # same on every rank: identical LoRA and head init
-        lm, tok, loaded = build_lm(cfg)
+        lm, tok, loaded = build_lm(cfg)  # seeds the LoRA init: identical on every rank
         self.tokenizer, self.loaded = tok, loaded
         prepared = prepare_data(cfg)
         self.prepared = prepared
@@ -361,6 +362,7 @@ class Trainer:
         vocab = lm.get_output_embeddings().weight.shape[0]
         lex_ids, lex_vad = token_vad_table(tok, lexicon, vocab)
         hidden = lm.config.hidden_size
+        torch.manual_seed(cfg.seed)  # head init independent of what prepare_data did (cold or warm cache)
         heads = EmoHeads(hidden, prepared.taxonomies)
         self.model = EmoModel(lm, heads, cfg.loss, lex_ids, lex_vad)
 
