@@ -168,3 +168,18 @@ def test_drafter_follows_the_template():
     upto = next(i for i in range(len(target)) if text(target[:i]).endswith('"],"'))
     assert text(drafter.session().draft(target[:upto], 16)).startswith('vad":{"v":')
     assert drafter.session().draft(target[:upto], 0) == []
+
+
+def test_fsm_accepts_exactly_the_contract():
+    from emoloom.eval.decode import token_texts
+    from emoloom.eval.fsm import SkeletonFSM
+
+    fsm = SkeletonFSM(taxonomy("goemotions"), token_texts(testing.loaded("tiny-qwen2").tokenizer))
+    start = fsm.key(fsm.start)
+    key, added = fsm.feed(start, render_target(["joy", "love"], (0.5, 0.25, 1.0), "cues: happy"))
+    assert key == ("done",) and added == len("cues: happy")
+    for bad in ('{"labels":["happiness"', '{"labels":["joy","joy"', '{"labels":[]',
+                '{"labels":["joy"],"vad":{"v":1.5', '{"labels":["joy"],"vad":{"v":0.5,',
+                '{"labels":["joy"],"vad":{"v":0.50,"a":0.50,"d":0.50},"rationale":"a\\n',
+                '{"labels":["joy"],"vad":{"v":0.50,"a":0.50,"d":0.50},"rationale":"a\n'):
+        assert fsm.feed(start, bad) is None, bad

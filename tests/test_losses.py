@@ -157,9 +157,9 @@ def test_a_few_steps_reduce_each_term(tiny, term):
     model.train()
     torch.manual_seed(0)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=3e-3)
+    opt = torch.optim.AdamW(params, lr=1e-3)  # higher rates made the polarity term oscillate
     values = []
-    for _ in range(8):
+    for _ in range(10):
         out = model(batch)
         assert set(out["terms"]) == {term}  # only the enabled term is computed and logged
         values.append(out["terms"][term].item())

@@ -45,7 +45,7 @@ def screen_cmd(tmp_path, space_text, *extra):
 def mlflow_runs(tmp_path):
     c = tracking.client(tracking.default_tracking_uri(tmp_path / "runs"))
     exp = c.get_experiment_by_name("emoloom-screen")
-    runs = c.search_runs([exp.experiment_id], max_results=100)
+    runs = c.search_runs([exp.experiment_id], max_results=100) if exp else []
     parents = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
     children = [r for r in runs if tracking.PARENT_TAG in r.data.tags]
     return c, parents, children

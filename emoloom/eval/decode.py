@@ -429,6 +429,13 @@ class Decoder:
 
     # -- pieces ------------------------------------------------------------------------------
 
+    def check(self, taxonomies: Sequence[str]) -> None:
+        """Fail now (ValueError), not per shard, when this decoder cannot serve the taxonomies:
+        constrained/score need a budget that fits the skeleton."""
+        if self.mode in ("constrained", "score"):
+            for tax in dict.fromkeys(taxonomies):
+                self._fsm(tax)
+
     def _fsm(self, tax: str):
         fsm = self._fsms.get(tax)
         if fsm is None:
@@ -534,7 +541,7 @@ class Decoder:
         fsm = self._fsm(row.taxonomy)
         vocab = logits.shape[-1]
         for j in range(len(draft) + 1):
-            allowed = fsm.mask(row.fsm_state, self.max_new_tokens - len(row.gen))[:vocab]
+            allowed = fsm.mask(row.fsm_state, self.max_new_tokens - len(row.gen))[:vocab].to(logits.device)
             tok = int(logits[j].masked_fill(~allowed, float("-inf")).argmax())
             row.fsm_state = fsm.advance(row.fsm_state, tok)
             self._push(row, tok)

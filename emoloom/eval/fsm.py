@@ -190,46 +190,53 @@ class SkeletonFSM:
     # -- token tables --------------------------------------------------------------------------
 
     def table(self, idx: int):
-        """(allowed[V] bool, next_key[V] long, rationale_added[V] long, finish_after[V] float)."""
+        """The allowed tokens of state `idx`, sparse (most states allow a handful of tokens):
+        (ids, next key ids, rationale characters added, finish bound after), as tensors sorted
+        by token id, plus {token id: row} for `advance`."""
         cached = self._tables.get(idx)
         if cached is not None:
             return cached
         torch = self._torch
         key = self._keys[idx]
-        allowed = torch.zeros(self.vocab_size, dtype=torch.bool)
-        nxt = torch.zeros(self.vocab_size, dtype=torch.long)
-        added = torch.zeros(self.vocab_size, dtype=torch.long)
-        finish = torch.full((self.vocab_size,), float("inf"))
+        found: list[tuple[int, int, int, float]] = []
         for first, ids in self._by_first.items():
             if self.char(key, first) is None:
                 continue
             for t in ids:
                 res = self.feed(key, self.texts[t])
-                if res is None:
-                    continue
-                k2, dn = res
-                j = self.key_id(k2)
-                allowed[t], nxt[t], added[t] = True, j, dn
-                finish[t] = self._finish(k2)
-        cached = self._tables[idx] = (allowed, nxt, added, finish)
+                if res is not None:
+                    k2, dn = res
+                    found.append((t, self.key_id(k2), dn, self._finish(k2)))
+        found.sort()
+        cached = self._tables[idx] = (
+            torch.tensor([f[0] for f in found], dtype=torch.long),
+            torch.tensor([f[1] for f in found], dtype=torch.long),
+            torch.tensor([f[2] for f in found], dtype=torch.long),
+            torch.tensor([f[3] for f in found], dtype=torch.float64),
+            {f[0]: i for i, f in enumerate(found)},
+        )
         return cached
 
     def mask(self, state: tuple[int, int], remaining: int):
-        """Allowed tokens from `state` = (key id, rationale length) with `remaining` tokens left
-        (the token chosen now included)."""
+        """Boolean mask [vocab] of the tokens allowed from `state` = (key id, rationale length)
+        with `remaining` tokens left (the token chosen now included)."""
         idx, n_rat = state
-        allowed, _, added, finish = self.table(idx)
+        ids, _, added, finish, _ = self.table(idx)
         base = n_rat if self._keys[idx] == RAT else 0
-        return allowed & (finish <= remaining - 1) & (added + base <= self.max_rationale_chars)
+        ok = (finish <= remaining - 1) & (added + base <= self.max_rationale_chars)
+        out = self._torch.zeros(self.vocab_size, dtype=self._torch.bool)
+        out[ids[ok]] = True
+        return out
 
     def advance(self, state: tuple[int, int], token: int) -> tuple[int, int]:
         idx, n_rat = state
-        allowed, nxt, added, _ = self.table(idx)
-        if not bool(allowed[token]):
+        _, nxt, added, _, row = self.table(idx)
+        i = row.get(token)
+        if i is None:
             raise ValueError(f"token {token} is not allowed in state {self._keys[idx]!r}")
         base = n_rat if self._keys[idx] == RAT else 0
-        j = int(nxt[token])
-        return j, (base + int(added[token])) if self._keys[j] == RAT else 0
+        j = int(nxt[i])
+        return j, (base + int(added[i])) if self._keys[j] == RAT else 0
 
     def state_after(self, text: str) -> tuple[int, int]:
         """The (key id, rationale length) after a forced prefix text, from the start."""

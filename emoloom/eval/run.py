@@ -152,6 +152,7 @@ def predict_in_process(cfg: EvalConfig, records: Sequence[Record], candidate=Non
     if candidate is None:
         candidate = load_candidate(cfg.model, cfg.adapter, device=cfg.device, merge=cfg.merge_adapter)
     predictor = Predictor(candidate, cfg.decoder, cfg.max_new_tokens, cfg.batch_size)
+    predictor.decoder.check([r.taxonomy for r in records])  # a config error is not a shard failure
     rows: list[dict | None] = [None] * len(records)
     for shard in plan_shards(records, cfg.shard_size):
         batch = [records[i] for i in shard]
@@ -223,6 +224,9 @@ def evaluate(cfg: EvalConfig, records: Sequence[Record] | None = None, *, data=N
         close()
     wall = time.time() - started
 
+    failed = [r for r in rows if r.get("error") == "actor_failed"]
+    if failed and len(failed) == len(rows):
+        log(f"evaluate: every row failed; first failure: {failed[0].get('detail')}")
     adapter = None
     if cfg.adapter:
         adapter = {"path": str(cfg.adapter), "sha256": adapter_checksum(cfg.adapter)}
@@ -247,7 +251,7 @@ def evaluate(cfg: EvalConfig, records: Sequence[Record] | None = None, *, data=N
         "forwards_per_example": round(sum(forwards) / len(forwards), 3) if forwards else None,
         "new_tokens_per_example": round(sum(r["new_tokens"] for r in rows) / len(rows), 3) if rows else None,
         "truncated": sum(bool(r.get("truncated")) for r in rows),
-        "failed_rows": sum(r.get("error") == "actor_failed" for r in rows),
+        "failed_rows": len(failed),
         "wall_time_s": round(wall, 3),
         "examples_per_s": round(len(rows) / wall, 3) if wall > 0 else None,
     }
