@@ -156,6 +156,10 @@ def test_json_close_scanner():
     assert s.feed("}")
     s = JsonCloseScanner()
     assert not s.feed('no object "yet" }')  # quotes and stray braces outside an object are prose
+    assert not s.feed("a {prose} span, ")  # not JSON-looking: does not end the answer
+    assert not s.feed('{ "labels": [')
+    assert s.feed("]}")
+    assert JsonCloseScanner().feed("{ }")  # empty counts as JSON, as in the contract
 
 
 def test_drafter_follows_the_template():

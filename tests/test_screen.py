@@ -83,13 +83,14 @@ def test_sigkill_of_the_driver_then_resume_keeps_finished_trials(tmp_path):
     text = SMALL.format(trials=3, steps=6, models="[tiny-qwen2, tiny-llama]", baselines="[]")
     cmd = screen_cmd(tmp_path, text, "mlflow.registered_model=null")
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    db = tmp_path / "runs" / "mlflow.db"
     deadline = time.time() + 400
     finished_before = []
     try:
         while time.time() < deadline and driver.poll() is None:
             time.sleep(2)
-            if db.exists():
+            # Look at MLflow only once a trial has evaluated (its tables exist by then: opening
+            # the store while the driver creates it races MLflow's schema migration).
+            if list((tmp_path / "runs").glob("t-*/trials/trial_*/dev/metrics.json")):
                 _, _, children = mlflow_runs(tmp_path)
                 finished_before = [r for r in children if r.info.status == "FINISHED"]
                 if finished_before:

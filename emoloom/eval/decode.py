@@ -141,19 +141,29 @@ def decode_text(tokenizer, ids: Sequence[int]) -> str:
 
 
 class JsonCloseScanner:
-    """Is the first JSON object of the output closed yet? Braces count outside strings; quotes
-    only matter inside an object; a backslash in a string escapes the next character."""
+    """Has a JSON object of the output closed yet?
 
-    __slots__ = ("depth", "in_string", "escape", "closed")
+    The counting rule of `contract.find_last_object`: braces count outside strings, quotes only
+    matter inside an object, a backslash in a string escapes the next character, and only an
+    object that looks like JSON (its "{" followed by a quote, or empty) ends the answer - a
+    ``{prose}`` span does not stop the row.
+    """
+
+    __slots__ = ("depth", "in_string", "escape", "closed", "pending", "looks_json")
 
     def __init__(self) -> None:
         self.depth = 0
-        self.in_string = self.escape = self.closed = False
+        self.in_string = self.escape = self.closed = self.pending = self.looks_json = False
 
     def feed(self, text: str) -> bool:
         if self.closed:
             return True
         for ch in text:
+            if self.pending:  # first non-space character after an outermost "{"
+                if ch.isspace():
+                    continue
+                self.pending = False
+                self.looks_json = ch in '"}'
             if ch not in '{}"\\':
                 self.escape = False
                 continue
@@ -167,9 +177,10 @@ class JsonCloseScanner:
                 continue
             if ch == "{":
                 self.depth += 1
+                self.pending = self.depth == 1
             elif ch == "}" and self.depth:
                 self.depth -= 1
-                if self.depth == 0:
+                if self.depth == 0 and self.looks_json:
                     self.closed = True
                     return True
             elif ch == '"' and self.depth:
@@ -187,9 +198,10 @@ class SkeletonDrafter:
     Built from tokenized `render_target` renderings: every label of the taxonomies (single and
     multi-label), varied rationales, every two-decimal value of each VAD dimension (so digits never
     hide what follows them), each label's VAD anchor (`labels.VAD_ANCHORS`) and the trainer's
-    fixed rationale for texts without lexicon cues. A context (the last 1..`order` answer tokens, the start marked)
-    maps to counts of its next token; a draft follows the longest known context while its most
-    frequent next token has at least `min_share` of the counts. That covers ``{"`` ->
+    fixed rationale for texts without lexicon cues. A context (the last 1..`order` answer tokens,
+    the start marked) maps to counts of its next token; a draft follows the longest known context
+    while its most frequent next token has at least `min_share` of the counts (a wrong draft costs
+    a few positions of a forward that runs anyway, so guessing past certainty pays). That covers ``{"`` ->
     ``labels":["``, the rest of a label once its first tokens pin it down, ``"],"`` ->
     ``vad":{"v":0.`` and so on, and stops at free content (digits, rationale).
 
@@ -444,10 +456,7 @@ class Decoder:
             vocab = getattr(self.model.config, "vocab_size", None)
             fsm = SkeletonFSM(taxonomy_labels(tax), self.texts, vocab_size=vocab, max_labels=self.max_labels,
                               max_rationale_chars=self.max_rationale_chars)
-            need = fsm.finish_tokens(fsm.start)
-            if need > self.max_new_tokens:
-                raise ValueError(f"decoder {self.mode!r} needs max_new_tokens >= {int(need)} to guarantee a "
-                                 f"closed answer for taxonomy {tax!r}; got {self.max_new_tokens}")
+            _check_budget(fsm, tax, self.mode, self.max_new_tokens)
             self._fsms[tax] = fsm
         return fsm
 
@@ -601,6 +610,24 @@ class Decoder:
             self.model_calls += r.forwards
             if progress:
                 progress(1)
+
+
+def _check_budget(fsm, tax: str, mode: str, max_new_tokens: int) -> None:
+    need = fsm.finish_tokens(fsm.start)
+    if need > max_new_tokens:
+        raise ValueError(f"decoder {mode!r} needs max_new_tokens >= {int(need)} to guarantee a closed "
+                         f"answer for taxonomy {tax!r}; got {max_new_tokens}")
+
+
+def check_budget(tokenizer, taxonomies: Sequence[str], mode: str, max_new_tokens: int) -> None:
+    """The constrained/score budget check with a tokenizer only (no model): lets a driver fail
+    fast before it starts actors."""
+    if mode not in ("constrained", "score"):
+        return
+    from .fsm import SkeletonFSM
+
+    for tax in dict.fromkeys(taxonomies):
+        _check_budget(SkeletonFSM(taxonomy_labels(tax), token_texts(tokenizer)), tax, mode, max_new_tokens)
 
 
 def _backbone_and_head(model):

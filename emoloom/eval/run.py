@@ -214,6 +214,7 @@ def evaluate(cfg: EvalConfig, records: Sequence[Record] | None = None, *, data=N
         elif cfg.actors > 0:
             from .pool import EvalPool
 
+            _check_budget_driver(cfg, records)
             with EvalPool(cfg.model, cfg.adapter, decoder=cfg.decoder, max_new_tokens=cfg.max_new_tokens,
                           batch_size=cfg.batch_size, actors=cfg.actors, gpus_per_actor=cfg.gpus_per_actor,
                           merge_adapter=cfg.merge_adapter) as pool:
@@ -258,6 +259,23 @@ def evaluate(cfg: EvalConfig, records: Sequence[Record] | None = None, *, data=N
     if cfg.out:
         write_outputs(cfg.out, rows, result)
     return result
+
+
+def _check_budget_driver(cfg: EvalConfig, records: Sequence[Record]) -> None:
+    """Fail before starting actors when constrained/score cannot fit the budget (loads only the
+    tokenizer); otherwise every shard would fail twice on the actors."""
+    if cfg.decoder not in ("constrained", "score"):
+        return
+    from transformers import AutoTokenizer
+
+    from emoloom.models import builtin_path, is_builtin
+
+    from .decode import check_budget
+
+    spec = cfg.model
+    path = str(builtin_path(spec.name, spec.seed)) if is_builtin(spec.name) else spec.name
+    tok = AutoTokenizer.from_pretrained(path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+    check_budget(tok, [r.taxonomy for r in records], cfg.decoder, cfg.max_new_tokens)
 
 
 def write_outputs(out: str | Path, rows: Sequence[dict], result: dict) -> None:

@@ -20,6 +20,7 @@ frozen base model (DeepSpeed saves with `exclude_frozen_parameters=True`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -501,7 +502,11 @@ class Trainer:
         if ctx.ray_train:
             import ray.train
 
-            tmp = Path(tempfile.mkdtemp(prefix=f"emoloom-ckpt-r{ctx.rank}-"))
+            # one fixed scratch folder per run and rank: a worker killed mid-save (another rank
+            # failed) leaves at most this folder behind, and its restart clears it
+            run_id = hashlib.sha256(f"{cfg.run_hash()} {cfg.out}".encode()).hexdigest()[:16]
+            tmp = Path(tempfile.gettempdir()) / f"emoloom-ckpt-{run_id}-r{ctx.rank}"
+            shutil.rmtree(tmp, ignore_errors=True)
             try:
                 self.save_checkpoint(tmp, engine)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(tmp)),
