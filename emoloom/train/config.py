@@ -90,7 +90,7 @@ class LossSection(StrictModel):
 
 class OptimSection(StrictModel):
     # None: per candidate: built-in (random init, embeddings trained in full) 5e-3, else 2e-4
-    lr: float | None = Field(None, gt=0)
+    lr: float | None = Field(None, ge=0)  # 0 is allowed: an untrained control candidate
     head_lr: float | None = Field(None, gt=0)  # None: same as lr
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(8, ge=1)  # per worker
