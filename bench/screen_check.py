@@ -29,6 +29,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DAT
 def run_screen(args: list[str], log: Path) -> tuple[float, float, int]:
     """Run the screen as a user would; returns (wall s, peak RSS GiB of its process tree, rc)."""
     started = time.time()
+    log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as f:
         proc = subprocess.Popen([sys.executable, "-m", "emoloom.screen", *args], stdout=f, stderr=subprocess.STDOUT,
                                 env=ENV, cwd=REPO)
