@@ -381,6 +381,9 @@ def test_readme_submit_commands_match_the_runtime_env_and_entrypoint():
     for md, cmd in submits:
         argv = argv_of(cmd)
         where = f"{md.relative_to(REPO)}: {cmd}"
+        assert "python -m emoloom.screen" in " ".join(argv[argv.index("--") + 1:]), where
+        if md.parent != CLUSTER:
+            continue  # the top-level README shows the plain form against a local `ray start --head`
         assert argv[argv.index("--runtime-env") + 1] == "cluster/runtime_env.yaml", where
         assert argv[argv.index("--address") + 1].startswith("http://localhost:"), where
         entry = argv[argv.index("--") + 1:]

@@ -69,14 +69,15 @@ def init_ray(cfg: ScreenConfig) -> str:
 def _searcher(space: SearchSpace, exp_dir: Path, digest: str):
     import optuna
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
+
+    from emoloom.screen.search import ResumableOptunaSearch
 
     sampler = (optuna.samplers.TPESampler(seed=space.seed) if space.sampler == "tpe"
                else optuna.samplers.RandomSampler(seed=space.seed))
     # The study lives in its own sqlite file next to Tune's state, so a resumed screen keeps
     # the sampler's history (and it can be inspected with optuna-dashboard).
     storage = optuna.storages.RDBStorage(f"sqlite:///{(exp_dir / 'optuna.db').resolve()}")
-    search = OptunaSearch(space=space.distributions(), metric="objective", mode=space.mode,
+    search = ResumableOptunaSearch(space=space.distributions(), metric="objective", mode=space.mode,
                           points_to_evaluate=[dict(b) for b in space.baselines] or None,
                           sampler=sampler, study_name=f"screen-{digest}", storage=storage)
     return ConcurrencyLimiter(search, max_concurrent=space.max_concurrent)
