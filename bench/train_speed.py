@@ -92,7 +92,7 @@ def part_recipe(args, work: Path) -> None:
     import torch
 
     from emoloom.train import default_config, fit
-    from emoloom.train.decode import greedy_generate, load_trained, parse_rate
+    from emoloom.eval.run import EvalConfig, evaluate
     from emoloom.train.examples import prepare_data
 
     cfg = default_config([f"out={work / 'default'}", "resume=false", "log_every=100000"])
@@ -114,11 +114,11 @@ def part_recipe(args, work: Path) -> None:
         f"dev_sft_loss={e['dev_sft_loss']:.3f}" for e in m["epochs"]))
 
     torch.set_num_threads(1)
-    model, tok, _ = load_trained(res.out)
     dev = prepare_data(cfg).dev[:100]
     t0 = time.time()
-    outputs = greedy_generate(model, tok, dev)
-    rate = parse_rate(outputs, dev)
+    result = evaluate(EvalConfig(model=cfg.model, adapter=str(res.adapter), decoder="reference",
+                                 max_new_tokens=80, bootstrap=0), dev, log=lambda _msg: None)
+    rate = result["metrics"]["all"]["parse_ok_rate"]
     print(f"\n## ParseOK: greedy decoding (use_cache=False, stop at eos / closed JSON) of {len(dev)} dev prompts: "
           f"{rate:.0%} ({time.time() - t0:.0f} s)")
 

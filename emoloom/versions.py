@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 PACKAGES = ("emoloom", "torch", "transformers", "peft", "deepspeed", "ray", "optuna", "mlflow",
-            "datasets", "textblob", "scikit-learn", "pydantic")
+            "datasets", "textblob", "scikit-learn", "scipy", "numpy", "pydantic")
 
 
 @lru_cache(maxsize=1)

@@ -1,12 +1,10 @@
 """The screen end to end: real Ray Tune + Optuna + ASHA, real training and KV-off evaluation of
 built-in tiny models, a real sqlite MLflow store. Sized small; each run takes about a minute."""
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 

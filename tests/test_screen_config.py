@@ -94,7 +94,6 @@ def test_dry_run_prints_the_plan_without_starting_ray():
     assert len(out["config_hash"]) == 16
     assert out["space"]["num_trials"] == 16 and "model.name" in out["space"]["params"]
     assert out["plan"]["trials_at_once"] == 8 and out["plan"]["per_trial"]["deepspeed_ranks"] == 2
-    assert "ray" not in sys.modules or True  # the subprocess, not this one, is what matters:
     assert "Started a local Ray instance" not in proc.stderr
 
 

@@ -29,13 +29,13 @@ from pydantic import Field
 from emoloom.config import StrictModel, config_hash
 from emoloom.contract import Record
 from emoloom.models import ModelSpec
+from emoloom.versions import package_versions
 
 from .decode import DECODERS, DEFAULT_MAX_NEW_TOKENS
 from .predict import failed_row, plan_shards
 
 DecoderName = Literal["reference", "fast", "constrained", "score"]
 assert set(DecoderName.__args__) == set(DECODERS)  # type: ignore[attr-defined]
-PACKAGES = ("torch", "transformers", "peft", "ray", "emoloom", "numpy", "scikit-learn", "scipy")
 
 
 class EvalConfig(StrictModel):
@@ -113,18 +113,6 @@ def model_identity(spec: ModelSpec) -> dict:
     elif Path(spec.name).exists():
         ident["path"] = str(Path(spec.name).resolve())
     return ident
-
-
-def package_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +233,7 @@ def evaluate(cfg: EvalConfig, records: Sequence[Record] | None = None, *, data=N
             "vad_sources": dict(Counter(r.vad_source for r in records)),
             "skipped": list(data.skipped) if data is not None else [],
         },
-        "versions": package_versions(),
+        "versions": package_versions(),  # emoloom.versions
         "seed": cfg.seed,
         "decoder": cfg.decoder,
         "max_new_tokens": cfg.max_new_tokens,

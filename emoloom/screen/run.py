@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from emoloom import tracking
-from emoloom.config import config_hash, flatten
+from emoloom.config import config_hash
 from emoloom.screen.config import ClusterShape, ScreenConfig
 from emoloom.screen.plan import concurrency, trial_demand
 from emoloom.screen.space import SearchSpace
