@@ -129,6 +129,22 @@ def require_path(source: str | Path | None, corpus: str, hint: str) -> Path:
     return path
 
 
+def resolve_split_file(source, split: str | None, corpus: str, hint: str, suffix: str,
+                       aliases: dict[str, str], names: str) -> tuple[Path, str]:
+    """The file of `split`: `source` itself, or `<split>.<suffix>` (or its alias) in the folder
+    `source`. Returns (file, split name); the split defaults to the file's stem."""
+    path = require_path(source, corpus, hint)
+    if path.is_dir():
+        if not split:
+            raise ValueError(f"{corpus}: {path} is a folder; give --split ({names})")
+        name = aliases.get(split, split)
+        for cand in (path / f"{name}.{suffix}", path / f"{split}.{suffix}"):
+            if cand.is_file():
+                return cand, split
+        raise FileNotFoundError(f"{corpus}: no {name}.{suffix} in {path}; {hint}")
+    return path, split or path.stem
+
+
 # --------------------------------------------------------------------------------------------
 # Taxonomy projection (e.g. any corpus -> ekman)
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Iterable
 from emoloom.contract import Record
 from emoloom.labels import ED_ALIASES, EMPATHETIC
 
-from .base import Report, csv_rows, has_undecodable, require_path
+from .base import Report, csv_rows, has_undecodable, resolve_split_file
 
 CORPUS = "empathetic"
 TAXONOMY = "empathetic"
@@ -32,16 +32,8 @@ HINT = ("pass --source /path/to/empatheticdialogues/valid.csv (the original rele
 
 
 def resolve(source, split: str | None) -> tuple[Path, str]:
-    path = require_path(source, CORPUS, HINT)
-    if path.is_dir():
-        if not split:
-            raise ValueError(f"{CORPUS}: {path} is a folder; give --split (train, valid or test)")
-        name = SPLIT_ALIASES.get(split, split)
-        for cand in (path / f"{name}.csv", path / f"{split}.csv"):
-            if cand.is_file():
-                return cand, split
-        raise FileNotFoundError(f"{CORPUS}: no {name}.csv in {path}; {HINT}")
-    return path, split or path.stem
+    """The file of `split` (a file, or a folder holding <split>.csv) and the split name."""
+    return resolve_split_file(source, split, CORPUS, HINT, "csv", SPLIT_ALIASES, "train, valid or test")
 
 
 def emotion_name(word: str) -> str | None:

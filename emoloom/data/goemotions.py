@@ -13,7 +13,7 @@ from typing import Iterable
 from emoloom.contract import Record
 from emoloom.labels import GOEMOTIONS
 
-from .base import Report, csv_rows, has_undecodable, require_path
+from .base import Report, csv_rows, has_undecodable, resolve_split_file
 
 CORPUS = "goemotions"
 TAXONOMY = "goemotions"
@@ -23,17 +23,8 @@ HINT = "pass --source /path/to/goemotions/train.tsv (original TSV) or the folder
 
 
 def resolve(source, split: str | None) -> tuple[Path, str]:
-    """The TSV file of `split` (a file, or a folder holding <split>.tsv) and the split name."""
-    path = require_path(source, CORPUS, HINT)
-    if path.is_dir():
-        if not split:
-            raise ValueError(f"{CORPUS}: {path} is a folder; give --split (train, dev or test)")
-        name = SPLIT_ALIASES.get(split, split)
-        for cand in (path / f"{name}.tsv", path / f"{split}.tsv"):
-            if cand.is_file():
-                return cand, split
-        raise FileNotFoundError(f"{CORPUS}: no {name}.tsv in {path}; {HINT}")
-    return path, split or path.stem
+    """The file of `split` (a file, or a folder holding <split>.tsv) and the split name."""
+    return resolve_split_file(source, split, CORPUS, HINT, "tsv", SPLIT_ALIASES, "train, dev or test")
 
 
 def parse_label_ids(field: str) -> tuple[list[str] | None, str | None]:
