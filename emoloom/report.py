@@ -181,9 +181,8 @@ def latest_screen(c, experiment_name: str):
     exp = c.get_experiment_by_name(experiment_name)
     if exp is None:
         raise SystemExit(f"no MLflow experiment named {experiment_name!r}")
-    runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.SCREEN_TAG}` != ''",
-                         max_results=200, order_by=["attributes.start_time DESC"])
-    parents = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
+    parents = c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.ROLE_TAG}` = 'screen'",
+                            max_results=1, order_by=["attributes.start_time DESC"])
     if not parents:
         raise SystemExit(f"experiment {experiment_name!r} holds no screen run")
     return exp.experiment_id, parents[0]

@@ -15,6 +15,7 @@ from emoloom.config import flatten
 
 SCREEN_TAG = "emoloom.screen_hash"
 TRIAL_TAG = "emoloom.trial_key"
+ROLE_TAG = "emoloom.role"  # "screen" (parent run) or "trial" (child run)
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAM_CHARS = 500  # MLflow caps param values
 
@@ -52,13 +53,16 @@ def check_reachable(uri: str, timeout_s: int = 10) -> None:
         ) from None
 
 
-def ensure_experiment(c, name: str) -> str:
+def ensure_experiment(c, name: str, artifact_location: str | Path | None = None) -> str:
+    """The experiment's id, created when missing. For a local store pass `artifact_location`:
+    MLflow's default is ./mlruns of whatever the working directory happens to be."""
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
         return exp.experiment_id
-    return c.create_experiment(name)
+    location = Path(artifact_location).resolve().as_uri() if artifact_location else None
+    return c.create_experiment(name, artifact_location=location)
 
 
 def find_run(c, experiment_id: str, **tags: str):

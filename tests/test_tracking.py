@@ -16,14 +16,16 @@ from emoloom.report import build_report, pareto_front
 def store(tmp_path):
     uri = tracking.default_tracking_uri(tmp_path)
     c = tracking.client(uri)
-    return c, tracking.ensure_experiment(c, "exp"), tmp_path
+    return c, tracking.ensure_experiment(c, "exp", tmp_path / "artifacts"), tmp_path
 
 
 def make_screen(c, exp_id, trials):
-    parent, _ = tracking.start_or_resume(c, exp_id, "screen", tags={}, key_tags={tracking.SCREEN_TAG: "h1"})
+    parent, _ = tracking.start_or_resume(c, exp_id, "screen", tags={},
+                                         key_tags={tracking.SCREEN_TAG: "h1", tracking.ROLE_TAG: "screen"})
     for name, status, metrics in trials:
         run, _ = tracking.start_or_resume(c, exp_id, name, tags={tracking.PARENT_TAG: parent.info.run_id},
-                                          key_tags={tracking.SCREEN_TAG: "h1", tracking.TRIAL_TAG: name})
+                                          key_tags={tracking.SCREEN_TAG: "h1", tracking.ROLE_TAG: "trial",
+                                                    tracking.TRIAL_TAG: name})
         tracking.log_params(c, run.info.run_id, {"model": {"name": "tiny-qwen2"}})
         tracking.log_metrics(c, run.info.run_id, metrics)
         tracking.finish(c, run.info.run_id, status, reason=None if status == "FINISHED" else "boom")
@@ -38,6 +40,19 @@ def test_runs_are_found_again_by_their_tags_not_duplicated(store):
     assert (resumed1, resumed2) == (False, True)
     assert first.info.run_id == second.info.run_id
     assert len(c.search_runs([exp_id])) == 1
+
+
+def test_a_resumed_screen_finds_its_parent_run_not_a_newer_trial_run(store):
+    c, exp_id, _ = store
+    parent = make_screen(c, exp_id, [("a", "FINISHED", {"objective": 0.5})])  # trial starts later
+    again, resumed = tracking.start_or_resume(c, exp_id, "screen", tags={},
+                                              key_tags={tracking.SCREEN_TAG: "h1", tracking.ROLE_TAG: "screen"})
+    assert resumed and again.info.run_id == parent
+
+
+def test_local_artifacts_go_where_the_experiment_says(store):
+    c, exp_id, tmp = store
+    assert c.get_experiment(exp_id).artifact_location == (tmp / "artifacts").resolve().as_uri()
 
 
 def test_params_are_flattened_and_never_relogged_with_another_value(store):

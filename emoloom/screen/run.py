@@ -111,7 +111,9 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False) -
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, storage)
     tracking.check_reachable(uri)  # before any training
     c = tracking.client(uri)
-    exp_id = tracking.ensure_experiment(c, cfg.mlflow.experiment)
+    local_store = not uri.startswith(("http://", "https://", "databricks"))
+    exp_id = tracking.ensure_experiment(c, cfg.mlflow.experiment,
+                                        storage / "mlartifacts" if local_store else None)
 
     restorable = tune.Tuner.can_restore(str(exp_dir))
     if resume and not restorable:
@@ -123,7 +125,7 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False) -
     parent, resumed = tracking.start_or_resume(
         c, exp_id, run_name=exp_name,
         tags={"emoloom.config_hash": digest, "emoloom.space": cfg.space, **prov["tags"]},
-        key_tags={tracking.SCREEN_TAG: digest})
+        key_tags={tracking.SCREEN_TAG: digest, tracking.ROLE_TAG: "screen"})
     if not resumed:
         tracking.log_params(c, parent.info.run_id, {
             "screen": cfg.model_dump(mode="json", exclude={"train"}),
@@ -187,7 +189,8 @@ def _reconcile(c, exp_id: str, parent_id: str, digest: str, grid) -> None:
     KILLED with tag emoloom.status=STOPPED."""
     for result in grid:
         tid = trial_id_of(result.path)
-        run = tracking.find_run(c, exp_id, **{tracking.SCREEN_TAG: digest, tracking.TRIAL_TAG: tid}) if tid else None
+        run = tracking.find_run(c, exp_id, **{tracking.SCREEN_TAG: digest, tracking.ROLE_TAG: "trial",
+                                              tracking.TRIAL_TAG: tid}) if tid else None
         if run is None:
             continue
         run_id = run.info.run_id

@@ -138,7 +138,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     run, resumed = tracking.start_or_resume(
         c, ctx.experiment_id, run_name=f"trial_{trial_id}",
         tags={tracking.PARENT_TAG: ctx.parent_run_id, "emoloom.status": "RUNNING"},
-        key_tags={tracking.SCREEN_TAG: ctx.screen_hash, tracking.TRIAL_TAG: trial_id})
+        key_tags={tracking.SCREEN_TAG: ctx.screen_hash, tracking.ROLE_TAG: "trial", tracking.TRIAL_TAG: trial_id})
     run_id = run.info.run_id
     if resumed and run.info.status == "FINISHED" and "objective" in run.data.metrics:
         # Finished after Tune's last snapshot of a killed driver: report again, never retrain.
