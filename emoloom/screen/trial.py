@@ -91,7 +91,8 @@ def _eval_config(screen: dict, train_cfg, adapter: str | None, out: Path | None,
     return EvalConfig(model=train_cfg.model, adapter=adapter, decoder=e["decoder"], actors=actors,
                       batch_size=e["batch_size"], max_new_tokens=e["max_new_tokens"], limit=limit,
                       out=str(out) if out else None, seed=screen["seed"], bootstrap=1000 if out else 0,
-                      gpus_per_actor=r["gpus_per_eval_actor"] or None)
+                      gpus_per_actor=r["gpus_per_eval_actor"] or None,
+                      progress=out is not None)  # a tqdm bar for the final evaluations
 
 
 def summarize(result: dict, prefix: str) -> dict[str, Any]:
