@@ -157,8 +157,12 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
                                       "emoloom.data_sha256": _digest(files), **provenance()["tags"]})
         epoch_dev = dev[: screen["eval"]["epoch_limit"]]
 
+        uri = ctx.tracking_uri
+
         def on_epoch(epoch: int, model, tokenizer, metrics: dict) -> dict:
-            """KV-off decoding of a dev sample each epoch: the value ASHA compares at its rungs."""
+            """KV-off decoding of a dev sample each epoch: the value ASHA compares at its rungs.
+            Captures only picklable values: under Ray Train it runs on the rank-0 worker."""
+            from emoloom.eval.run import evaluate
             from emoloom.models import Loaded
 
             candidate = Loaded(model=model, tokenizer=tokenizer, spec=train_cfg.model, path="(training)")
@@ -172,11 +176,16 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
             summary = summarize(quick, "epoch_dev")
             extra = {"objective": objective_of(summary, "epoch_dev"), "epoch": epoch,
                      "epoch_dev_parse_ok_rate": summary["epoch_dev.parse_ok_rate"]}
-            tracking.log_metrics(c, run_id, {**{k: v for k, v in metrics.items() if k != "epoch"}, **extra},
-                                 step=epoch)
+            tracking.log_metrics(tracking.client(uri), run_id,
+                                 {**{k: v for k, v in metrics.items() if k != "epoch"}, **extra}, step=epoch)
             return extra
 
-        result = fit(train_cfg, epoch_hook=on_epoch)
+        callbacks = []
+        if train_cfg.distributed.num_workers > 0:  # Ray Train workers: forward their reports to Tune
+            from ray.tune.integration.ray_train import TuneReportCallback
+
+            callbacks.append(TuneReportCallback())
+        result = fit(train_cfg, callbacks=callbacks, storage_path=str(out / "ray"), epoch_hook=on_epoch)
         train_seconds = time.time() - started
         actors = screen["resources"]["eval_actors"]
         final = {"train_seconds": round(train_seconds, 2)}
