@@ -84,6 +84,15 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def write_plots(c, rows: list[dict], out: Path) -> list[Path]:
     import matplotlib
 
@@ -101,10 +110,7 @@ def write_plots(c, rows: list[dict], out: Path) -> list[Path]:
     ax.set_xticks(range(len(ordered)), [r["trial"][-8:] for r in ordered], rotation=60, fontsize=7)
     ax.set_ylabel("objective")
     ax.set_title("Objective per trial (gray: failed or stopped)")
-    fig.tight_layout()
-    paths.append(out / "objective_per_trial.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_save(fig, out / "objective_per_trial.png"))
 
     timed = [r for r in done if r["macro_f1"] is not None and r["train_s"] is not None]
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -118,10 +124,7 @@ def write_plots(c, rows: list[dict], out: Path) -> list[Path]:
     ax.set_xlabel("training seconds")
     ax.set_ylabel("dev Macro-F1")
     ax.set_title("Macro-F1 vs training time")
-    fig.tight_layout()
-    paths.append(out / "f1_vs_train_seconds.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_save(fig, out / "f1_vs_train_seconds.png"))
 
     if done:
         best = done[0]
@@ -133,10 +136,7 @@ def write_plots(c, rows: list[dict], out: Path) -> list[Path]:
         ax.set_xticks(range(len(names)), names, rotation=70, fontsize=7)
         ax.set_ylabel("F1")
         ax.set_title(f"Per-label F1 of the best trial ({best['trial']})")
-        fig.tight_layout()
-        paths.append(out / "best_per_label_f1.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        paths.append(_save(fig, out / "best_per_label_f1.png"))
 
         pairs = _vad_pairs(c, best["run_id"], out)
         fig, axes = plt.subplots(1, 3, figsize=(9, 3))
@@ -149,10 +149,7 @@ def write_plots(c, rows: list[dict], out: Path) -> list[Path]:
             ax.set_xlabel(f"target {dim}")
             ax.set_ylabel(f"predicted {dim}")
         fig.suptitle(f"Predicted vs target VAD of the best trial ({best['trial']})")
-        fig.tight_layout()
-        paths.append(out / "best_vad_scatter.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        paths.append(_save(fig, out / "best_vad_scatter.png"))
     return paths
 
 
