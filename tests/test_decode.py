@@ -10,7 +10,7 @@ os.environ.setdefault("EMOLOOM_CACHE", tempfile.mkdtemp(prefix="emoloom-test-cac
 
 from emoloom.contract import Record, parse_output, render_target  # noqa: E402
 from emoloom.eval import testing  # noqa: E402
-from emoloom.eval.decode import Decoder, JsonCloseScanner, SkeletonDrafter  # noqa: E402
+from emoloom.eval.decode import Decoder, JsonCloseScanner, SkeletonDrafter, shared_prefix_groups  # noqa: E402
 from emoloom.labels import taxonomy  # noqa: E402
 
 
@@ -71,6 +71,48 @@ def test_fast_equals_reference_trained(trained):
     assert sum(parse_output(g.raw, "goemotions").parse_ok for g in fast) >= 3
 
 
+@pytest.mark.parametrize("arch", ["tiny-qwen2", "tiny-llama"])
+def test_packing_shares_the_prompt_start_and_changes_nothing(arch):
+    recs = testing.mixed_records(8) + testing.mixed_records(3, seed=2, taxonomy="dailydialog")
+    c = testing.loaded(arch)
+    packed = Decoder(c.model, c.tokenizer, "fast", max_new_tokens=12, batch_size=8)
+    padded = Decoder(c.model, c.tokenizer, "fast", max_new_tokens=12, batch_size=8, pack=False)
+    prompts = packed.prepare(recs)
+    taxonomies = [r.taxonomy for r in recs]
+    out = packed.generate(prompts, taxonomies)
+    assert packed._packing is True  # the self-check passed and packed forwards ran
+    assert [g.tokens for g in out] == [g.tokens for g in padded.generate(prompts, taxonomies)]
+    assert padded._packing is None  # never even checked
+    if arch == "tiny-qwen2":  # and against transformers' own KV-off generate
+        assert [g.tokens for g in out[:8]] == [g.tokens for g in reference(arch, recs[:8], 12)]
+
+
+def test_packing_falls_back_where_it_cannot_ride_on_sdpa():
+    c = testing.loaded("tiny-llama")
+    recs = testing.mixed_records(6)
+    before = c.model.config._attn_implementation
+    c.model.config._attn_implementation = "eager"  # packing needs transformers' SDPA attention
+    try:
+        dec = Decoder(c.model, c.tokenizer, "fast", max_new_tokens=8, batch_size=6)
+        eager = dec.generate(dec.prepare(recs))
+        assert dec._packing is False
+    finally:
+        c.model.config._attn_implementation = before
+    assert len(eager) == 6 and all(len(g.tokens) == 8 for g in eager)
+
+
+def test_shared_prefix_groups():
+    start = list(range(100, 130))
+    a, b = start + [1, 2, 3, 4], start + [1, 2, 9]
+    other, short = list(range(200, 240)), start[:10]
+    groups = shared_prefix_groups([a, b, other, short], need=[1, 1, 1, 1], min_shared=16)
+    assert (32, [0, 1]) in groups  # a and b share their first 32 tokens
+    assert (0, [2]) in groups and (0, [3]) in groups  # alone, or too short to share anything
+    # The wanted positions stay in each row's own part: the start shrinks to leave them out.
+    assert shared_prefix_groups([a, b], need=[4, 3], min_shared=16) == [(30, [0, 1])]
+    assert shared_prefix_groups([a, b], need=[20, 3], min_shared=16) == [(0, [0]), (0, [1])]
+
+
 def test_constrained_parse_ok_on_random_model():
     c = testing.loaded("tiny-llama")
     recs = (testing.mixed_records(3, taxonomy="goemotions") + testing.mixed_records(2, taxonomy="dailydialog")
@@ -121,6 +163,12 @@ def test_score_decoder(trained):
     p = len(prompts[0].ids)
     plain = sum(float(logp[p + j - 1, cand[j]]) for j in range(common, len(cand)))
     assert gens[0].label_scores[label] == pytest.approx(plain, abs=1e-3)
+    # The candidates share the prompt: packed, it is computed once per prompt, scores unchanged.
+    assert dec._packing is True
+    padded = Decoder(trained.model, trained.tokenizer, "score", max_new_tokens=64, batch_size=4, pack=False)
+    for g, h in zip(gens, padded.generate(prompts)):
+        assert g.tokens == h.tokens
+        assert g.label_scores == pytest.approx(h.label_scores, abs=1e-3)
 
 
 def test_long_text_is_truncated_with_flag():

@@ -20,7 +20,11 @@ Decoders:
                 the prompt for copied text), all drafts are checked in the single KV-off forward
                 the step needs anyway, and the longest prefix that greedy would have produced is
                 accepted plus the next greedy token. Drafts never change the output, only how many
-                forwards it takes.
+                forwards it takes. Rows whose prompts start alike (the instruction and label list
+                every prompt of a taxonomy repeats) are packed into one sequence that holds that
+                shared start once; each row attends to it and to its own tokens (`packed_attention`).
+                Every forward still recomputes every prefix from the token ids - nothing is kept
+                between forwards - it just does not compute the same prompt start eight times.
 ``constrained`` greedy under a logits mask from `fsm.SkeletonFSM`: labels from the taxonomy,
                 VAD as two-decimal numbers in [0, 1], one-line rationale, closure within
                 `max_new_tokens` guaranteed, so ParseOK is 100% by construction. Uses the same
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -47,6 +52,7 @@ from emoloom.labels import VAD_ANCHORS, taxonomy as taxonomy_labels
 DECODERS = ("reference", "fast", "constrained", "score")
 DEFAULT_MAX_NEW_TOKENS = 96
 MAX_DRAFT = 16  # longest draft per step: KV-off, a few more tokens in a forward cost little
+MIN_SHARED = 16  # shortest shared prompt start worth packing rows for
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,6 +195,7 @@ class JsonCloseScanner:
 
 
 _START = -1  # sentinel "start of the answer" in draft contexts
+_DRAFTERS: dict[tuple[int, tuple[str, ...]], tuple[object, "SkeletonDrafter"]] = {}
 HISTORY_WEIGHT = 2  # a finished answer of this run counts twice a template rendering
 
 
@@ -380,7 +387,7 @@ class Decoder:
 
     def __init__(self, model, tokenizer, mode: str = "fast", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  batch_size: int = 8, max_draft: int = MAX_DRAFT, draft: bool = True,
-                 max_labels: int = 3, max_rationale_chars: int = 80) -> None:
+                 max_labels: int = 3, max_rationale_chars: int = 80, pack: bool = True) -> None:
         if mode not in DECODERS:
             raise ValueError(f"unknown decoder {mode!r}; choose one of {', '.join(DECODERS)}")
         if max_new_tokens < 1:
@@ -397,9 +404,10 @@ class Decoder:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos), 0)
         self.window = model_window(model, tokenizer)
         self.model_calls = 0
-        self._drafters: dict[tuple[str, ...], SkeletonDrafter] = {}
         self._fsms: dict[str, object] = {}
         self._split = _backbone_and_head(model)
+        self.pack = pack
+        self._packing: bool | None = None  # settled by `_packing_ok` on first use
 
     # -- public ----------------------------------------------------------------------------
 
@@ -461,10 +469,11 @@ class Decoder:
         return fsm
 
     def _drafter(self, taxonomies: tuple[str, ...]) -> SkeletonDrafter:
-        d = self._drafters.get(taxonomies)
-        if d is None:
-            d = self._drafters[taxonomies] = SkeletonDrafter(self.tokenizer, taxonomies)
-        return d
+        key = (id(self.tokenizer), taxonomies)  # shared by this tokenizer's decoders (one per budget)
+        hit = _DRAFTERS.get(key)
+        if hit is None or hit[0] is not self.tokenizer:
+            hit = _DRAFTERS[key] = (self.tokenizer, SkeletonDrafter(self.tokenizer, taxonomies))
+        return hit[1]
 
     def _push(self, row: _Row, token: int) -> None:
         row.gen.append(token)
@@ -476,9 +485,16 @@ class Decoder:
             row.stop = "max_new_tokens"
 
     def _forward(self, seqs: list[list[int]], need: list[int]) -> list:
-        """Logits [need_i, V] of the last `need_i` positions of each sequence, in one forward.
+        """Logits [need_i, V] of the last `need_i` positions of each sequence, in one forward:
+        packed where rows share a prompt start (and packing checks out), else padded."""
+        if self.pack and len(seqs) > 1:
+            groups = shared_prefix_groups(seqs, need)
+            if any(shared for shared, _ in groups) and self._packing_ok():
+                return self._forward_packed(seqs, need, groups)
+        return self._forward_padded(seqs, need)
 
-        Sequences are right-padded and run without an attention mask: under causal attention a
+    def _forward_padded(self, seqs: list[list[int]], need: list[int]) -> list:
+        """`_forward` on a right-padded batch without an attention mask: under causal attention a
         position never sees the pads after it, so every kept position is computed as it would be
         alone (and the fused causal attention kernel is used instead of a masked one). Only the
         kept positions go through the output layer.
@@ -504,6 +520,68 @@ class Decoder:
         else:  # a model without get_decoder/get_output_embeddings: full logits, then gather
             logits = self.model(input_ids=ids, use_cache=False).logits[rows, cols].float()
         return list(torch.split(logits, need))
+
+    def _forward_packed(self, seqs: list[list[int]], need: list[int], groups) -> list:
+        """`_forward` on one packed sequence: per group its shared start once, then one slot per
+        member holding the member's remaining tokens (right-padded to the group's longest), with
+        the position ids they have in the member's own sequence. `packed_attention` keeps rows
+        apart and runs each group's slots as one batch."""
+        import torch
+
+        ids: list[int] = []
+        position: list[int] = []
+        plan, ends = [], [0] * len(seqs)
+        for shared, members in groups:
+            start, slot = len(ids), max(len(seqs[i]) - shared for i in members)
+            ids += seqs[members[0]][:shared]
+            position += range(shared)
+            for i in members:
+                own = seqs[i][shared:]
+                ends[i] = len(ids) + len(own)
+                ids += own + [self.pad_id] * (slot - len(own))
+                position += range(shared, shared + slot)
+            plan.append((start, shared, len(members), slot))
+        dev = next(self.model.parameters()).device
+        plan = PackPlan.build(plan, dev)
+        cols = [c for i, n in enumerate(need) for c in range(ends[i] - n, ends[i])]
+        ids_t = torch.tensor([ids], dtype=torch.long, device=dev)
+        pos_t = torch.tensor([position], dtype=torch.long, device=dev)
+        self.model_calls += 1
+        with _packed_attention(self.model):
+            if self._split is not None:
+                backbone, head, softcap = self._split
+                hidden = backbone(input_ids=ids_t, position_ids=pos_t, use_cache=False, **{PACK_KWARG: plan})
+                logits = head(hidden.last_hidden_state[0, cols]).float()
+                if softcap:
+                    logits = torch.tanh(logits / softcap) * softcap
+            else:
+                logits = self.model(input_ids=ids_t, position_ids=pos_t, use_cache=False,
+                                    **{PACK_KWARG: plan}).logits[0, cols].float()
+        if not plan.used:  # the model never called our attention: rows would have seen each other
+            raise RuntimeError("packed decoding needs transformers' attention interface; use pack=False")
+        return list(torch.split(logits, need))
+
+    def _packing_ok(self) -> bool:
+        """Packing is trusted once it reproduces the padded batch on a small forward (three rows
+        sharing a start), checked on first use; otherwise this decoder stays padded."""
+        if self._packing is None:
+            self._packing = False
+            if _supports_packing(self.model):
+                import torch
+
+                vocab = min(getattr(self.model.config, "vocab_size", 0) or len(self.texts), len(self.texts))
+                g = torch.Generator().manual_seed(0)
+                start = torch.randint(0, vocab, (MIN_SHARED + 8,), generator=g).tolist()
+                seqs = [start + torch.randint(0, vocab, (n,), generator=g).tolist() for n in (37, 50, 41)]
+                need, calls = [4, 9, 1], self.model_calls
+                padded = torch.cat(self._forward_padded(seqs, need))
+                try:
+                    packed = torch.cat(self._forward_packed(seqs, need, shared_prefix_groups(seqs, need)))
+                    self._packing = _same_logits(padded, packed)
+                except RuntimeError:
+                    pass
+                self.model_calls = calls
+        return self._packing
 
     def _loop(self, rows: list[_Row], progress) -> None:
         """Continuous batching over rows sorted by length; one KV-off forward per step."""
@@ -697,3 +775,126 @@ def hf_generate_cached(model, tokenizer, prompts: Sequence[PreparedPrompt], max_
                         break
                 out[i] = Generation(row.gen, decode_text(tokenizer, row.gen), row.stop or "max_new_tokens", row.forwards)
     return [out[i] for i in range(len(prompts))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Packing rows that share a prompt start
+# ---------------------------------------------------------------------------------------------
+
+PACK_KWARG = "emoloom_pack"
+PACK_ATTENTION = "emoloom_packed_sdpa"
+
+
+def shared_prefix_groups(seqs: Sequence[Sequence[int]], need: Sequence[int],
+                         min_shared: int = MIN_SHARED) -> list[tuple[int, list[int]]]:
+    """Rows grouped by their first `min_shared` tokens, with the length of the start all members
+    of a group share (0 for a row alone). The shared start stops before each member's last
+    `need` positions (whose logits are wanted), so those stay in the row's own part."""
+    by_key: dict[tuple, list[int]] = {}
+    for i, s in enumerate(seqs):
+        key = tuple(s[:min_shared]) if len(s) - need[i] >= min_shared else ("alone", i)
+        by_key.setdefault(key, []).append(i)
+    groups = []
+    for members in by_key.values():
+        first = seqs[members[0]]
+        shared = min(len(seqs[i]) - need[i] for i in members)
+        for i in members[1:]:
+            n, other = min_shared, seqs[i]
+            while n < shared and other[n] == first[n]:
+                n += 1
+            shared = n
+        if len(members) == 1 or shared < min_shared:
+            groups += [(0, [i]) for i in members]
+        else:
+            groups.append((shared, members))
+    return groups
+
+
+@dataclass
+class PackPlan:
+    """The layout of a packed sequence, for `packed_attention`: per group (start, shared, rows,
+    slot, mask) - the shared start at [start, start + shared), then `rows` slots of `slot`
+    tokens, and the mask that lets a slot's tokens see the shared start and, causally, their
+    own slot (None when nothing is shared). Built once per forward, used by every layer; `used`
+    records that the model's attention went through `packed_attention` at all."""
+
+    groups: list
+    used: bool = False
+
+    @classmethod
+    def build(cls, layout, device) -> "PackPlan":
+        import torch
+
+        groups = []
+        for start, shared, rows, slot in layout:
+            mask = None
+            if shared:
+                mask = torch.ones(slot, shared + slot, dtype=torch.bool).tril(shared).to(device)[None, None]
+            groups.append((start, shared, rows, slot, mask))
+        return cls(groups)
+
+
+def packed_attention(module, query, key, value, attention_mask, **kwargs):
+    """transformers' SDPA attention over a packed sequence (batch 1): with ``emoloom_pack=plan``
+    each group's shared start attends causally to itself, and each slot's tokens attend to that
+    start plus their own slot's earlier tokens - the keys each row would see alone, in order."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    plan = kwargs.pop(PACK_KWARG, None)
+    if plan is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    plan.used = True
+    heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[3]
+    out = query.new_empty(1, query.shape[2], heads, dim)  # [1, T, H, D], as sdpa_attention_forward returns
+    for start, shared, rows, slot, mask in plan.groups:
+        mid, end = start + shared, start + shared + rows * slot
+
+        def slots(x, n_heads):  # [1, h, T, D] -> [rows, h, slot, D] over this group's slots
+            return x[0, :, mid:end].reshape(n_heads, rows, slot, dim).transpose(0, 1)
+
+        q, k, v = slots(query, heads), slots(key, kv_heads), slots(value, kv_heads)
+        if shared:
+            out[:, start:mid] = sdpa_attention_forward(module, query[:, :, start:mid], key[:, :, start:mid],
+                                                       value[:, :, start:mid], None, **kwargs)[0]
+            k = torch.cat([key[:, :, start:mid].expand(rows, -1, -1, -1), k], dim=2)
+            v = torch.cat([value[:, :, start:mid].expand(rows, -1, -1, -1), v], dim=2)
+        out[0, mid:end] = sdpa_attention_forward(module, q, k, v, mask, **kwargs)[0].reshape(rows * slot, heads, dim)
+    return out, None
+
+
+def _same_logits(a, b) -> bool:
+    """Packed logits agree with the padded batch's: the same greedy token everywhere and no
+    more than float rounding apart (SDPA kernels pick their blocking by query/key length, so
+    the last bits can differ; a row seeing another row's tokens moves logits by whole units)."""
+    import torch
+
+    scale = float(a.abs().max()) or 1.0
+    return bool(torch.equal(a.argmax(-1), b.argmax(-1))) and float((a - b).abs().max()) <= 1e-4 * scale
+
+
+def _supports_packing(model) -> bool:
+    """Packing rides on transformers' SDPA attention, without sliding windows (their masks are
+    built by transformers, which packing bypasses)."""
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    if getattr(config, "use_sliding_window", False) or "sliding_attention" in (getattr(config, "layer_types", None) or ()):
+        return False
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACK_ATTENTION, packed_attention)
+    return True
+
+
+@contextmanager
+def _packed_attention(model):
+    """Route the model's attention through `packed_attention` for one forward. No mask function
+    is registered under that name, so transformers builds no mask of its own."""
+    config = model.config
+    before = config._attn_implementation
+    config._attn_implementation = PACK_ATTENTION
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
