@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=200)
     p.add_argument("--max-new-tokens", default="96,32,64,128",
                    type=lambda s: [int(x) for x in s.split(",") if x.strip()])
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--actors", type=int, default=2, help="pool row (0: skip it)")
     p.add_argument("--shard-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="torch threads of the in-process rows")

@@ -7,7 +7,7 @@ import sys
 
 from emoloom.labels import TAXONOMIES
 
-from .decode import DECODERS, DEFAULT_MAX_NEW_TOKENS
+from .decode import DECODERS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                         "outputs, batched with skeleton drafts; constrained: taxonomy/VAD-masked greedy "
                         "(ParseOK 100%%); score: labels by likelihood, then constrained VAD (default: fast)")
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--device", default=None, help="e.g. cuda (default: CPU)")
 
 

@@ -51,6 +51,7 @@ from emoloom.labels import VAD_ANCHORS, taxonomy as taxonomy_labels
 
 DECODERS = ("reference", "fast", "constrained", "score")
 DEFAULT_MAX_NEW_TOKENS = 96
+DEFAULT_BATCH_SIZE = 16  # rows per forward; packing makes wide batches cheap on CPU too
 MAX_DRAFT = 16  # longest draft per step: KV-off, a few more tokens in a forward cost little
 MIN_SHARED = 16  # shortest shared prompt start worth packing rows for
 
@@ -386,7 +387,7 @@ class Decoder:
     """Greedy KV-off decoding of prepared prompts with one of `DECODERS`."""
 
     def __init__(self, model, tokenizer, mode: str = "fast", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                 batch_size: int = 8, max_draft: int = MAX_DRAFT, draft: bool = True,
+                 batch_size: int = DEFAULT_BATCH_SIZE, max_draft: int = MAX_DRAFT, draft: bool = True,
                  max_labels: int = 3, max_rationale_chars: int = 80, pack: bool = True) -> None:
         if mode not in DECODERS:
             raise ValueError(f"unknown decoder {mode!r}; choose one of {', '.join(DECODERS)}")

@@ -77,7 +77,7 @@ class EvalPool:
     """
 
     def __init__(self, model: ModelSpec | str, adapter: str | None = None, *, decoder: str = "fast",
-                 max_new_tokens: int = 96, batch_size: int = 8, actors: int = 2,
+                 max_new_tokens: int = 96, batch_size: int = 16, actors: int = 2,
                  gpus_per_actor: float | None = None, merge_adapter: bool = True) -> None:
         import ray
 

@@ -40,7 +40,7 @@ def failed_row(record: Record, detail: str) -> dict:
 class Predictor:
     """A loaded candidate plus a `Decoder`; `predict(records)` returns prediction rows in order."""
 
-    def __init__(self, candidate, decoder: str = "fast", max_new_tokens: int = 96, batch_size: int = 8) -> None:
+    def __init__(self, candidate, decoder: str = "fast", max_new_tokens: int = 96, batch_size: int = 16) -> None:
         self.candidate = candidate
         self.mode, self.batch_size, self.max_new_tokens = decoder, batch_size, max_new_tokens
         self._decoders: dict[int, object] = {}

@@ -31,7 +31,7 @@ from emoloom.contract import Record
 from emoloom.models import ModelSpec
 from emoloom.versions import package_versions
 
-from .decode import DECODERS, DEFAULT_MAX_NEW_TOKENS
+from .decode import DECODERS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from .predict import failed_row, plan_shards
 
 DecoderName = Literal["reference", "fast", "constrained", "score"]
@@ -53,7 +53,7 @@ class EvalConfig(StrictModel):
     vad_targets: Literal["gold", "weak"] = "weak"
     decoder: DecoderName = "fast"
     actors: int = Field(0, ge=0)  # 0: in-process, no Ray
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1)
     max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1)
     limit: int | None = Field(None, ge=0)
     out: str | None = None
