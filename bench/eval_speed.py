@@ -9,7 +9,8 @@ max_new_tokens):
 
   reference  transformers generate(use_cache=False, do_sample=False), one prompt at a time
   hf_cache   transformers generate(use_cache=True), batched with left padding
-  fast       emoloom's KV-off decoder (continuous batching + skeleton drafts)
+  fast       emoloom's KV-off decoder (continuous batching, shared-prompt packing, skeleton drafts)
+  fast_padded  (--padded-row) the same without packing: rows right-padded into a batch
   pool       the fast decoder on a Ray ActorPool of --actors actors (one thread each); actor
              start-up and model loading are excluded (reported separately)
 
@@ -68,7 +69,7 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
 
     torch.set_num_threads(args.threads)
     spec = ModelSpec(name=args.model)
-    cand = load_candidate(spec, adapter)
+    cand = load_candidate(spec, adapter, device=args.device)
     model, tok = cand.model, cand.tokenizer
     rows: list[dict] = []
     pool = None
@@ -89,6 +90,11 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
         fast_dec = Decoder(model, tok, "fast", max_new_tokens=max_new, batch_size=args.batch_size)
         fast, t_fast = timed(lambda: fast_dec.generate(prompts))
         results = [("reference", ref, t_ref), ("hf_cache", cached, t_hf), ("fast", fast, t_fast)]
+        if args.padded_row:
+            padded_dec = Decoder(model, tok, "fast", max_new_tokens=max_new, batch_size=args.batch_size, pack=False)
+            padded, t_padded = timed(lambda: padded_dec.generate(prompts))
+            results.append(("fast_padded", padded, t_padded))
+        log(f"[{label}] max_new_tokens={max_new}: fast decoder packed rows: {bool(fast_dec._packing)}")
         if pool is not None:
             pool.run(records[:2 * args.actors], shard_size=1, max_new_tokens=max_new)  # build decoders
             pool_rows, t_pool = timed(lambda: pool.run(records, shard_size=args.shard_size, max_new_tokens=max_new))
@@ -139,6 +145,9 @@ def main(argv=None) -> int:
     p.add_argument("--actors", type=int, default=2, help="pool row (0: skip it)")
     p.add_argument("--shard-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="torch threads of the in-process rows")
+    p.add_argument("--device", default=None, help="e.g. cuda (default: CPU); the pool row stays on CPU actors")
+    p.add_argument("--padded-row", action="store_true",
+                   help="add a fast_padded row: the fast decoder without shared-prompt packing")
     p.add_argument("--adapter", default=None, help="use this LoRA adapter (skips the SFT)")
     p.add_argument("--sft-seconds", type=float, default=90.0, help="quick LoRA SFT first (0: random init only)")
     p.add_argument("--variants", choices=["sft", "random", "both"], default="sft")

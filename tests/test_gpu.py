@@ -181,12 +181,14 @@ def test_fast_decoder_equals_reference(cuda):
     ref_dec = Decoder(model, tok, "reference", max_new_tokens=64)
     prompts = ref_dec.prepare(records)
     ref = ref_dec.generate(prompts, "goemotions")
-    fast = Decoder(model, tok, "fast", max_new_tokens=64, batch_size=8).generate(prompts, "goemotions")
+    fast_dec = Decoder(model, tok, "fast", max_new_tokens=64, batch_size=8)
+    fast = fast_dec.generate(prompts, "goemotions")
     bad = [i for i, (a, b) in enumerate(zip(ref, fast)) if a.tokens != b.tokens]
     detail = [(i, ref[i].raw[:80], fast[i].raw[:80]) for i in bad[:3]]
     assert not bad, f"{len(bad)}/{len(records)} rows differ (row, reference, fast): {detail}"
     closed = sum(g.stop == "json_closed" for g in ref)
     record_bench("decode_equality_fp32", {**info, "rows": len(records), "json_closed": closed,
+                                          "packed": fast_dec._packing,
                                           "forwards_reference": sum(g.forwards for g in ref),
                                           "forwards_fast": sum(g.forwards for g in fast)})
 
@@ -242,7 +244,7 @@ def test_eval_speed_base_llama_110m(cuda):
         out[mode] = {"rows": len(rows), "seconds": round(s, 3), "examples_per_s": round(len(rows) / s, 2),
                      "new_tokens_per_s": round(new / s, 1),
                      "forwards_per_example": round(sum(g.forwards for g in gens) / len(gens), 2),
-                     "json_closed": sum(g.stop == "json_closed" for g in gens)}
+                     "json_closed": sum(g.stop == "json_closed" for g in gens), "packed": dec._packing}
         return gens
 
     ref = timed("reference", records[:n_ref])
