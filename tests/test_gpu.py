@@ -181,11 +181,12 @@ def test_fast_decoder_equals_reference(cuda):
     ref_dec = Decoder(model, tok, "reference", max_new_tokens=64)
     prompts = ref_dec.prepare(records)
     ref = ref_dec.generate(prompts, "goemotions")
-    fast_dec = Decoder(model, tok, "fast", max_new_tokens=64, batch_size=8)
-    fast = fast_dec.generate(prompts, "goemotions")
-    bad = [i for i, (a, b) in enumerate(zip(ref, fast)) if a.tokens != b.tokens]
-    detail = [(i, ref[i].raw[:80], fast[i].raw[:80]) for i in bad[:3]]
-    assert not bad, f"{len(bad)}/{len(records)} rows differ (row, reference, fast): {detail}"
+    for pack in (None, True):  # the device's default (padded on CUDA), and packed rows forced
+        fast_dec = Decoder(model, tok, "fast", max_new_tokens=64, batch_size=8, pack=pack)
+        fast = fast_dec.generate(prompts, "goemotions")
+        bad = [i for i, (a, b) in enumerate(zip(ref, fast)) if a.tokens != b.tokens]
+        detail = [(i, ref[i].raw[:80], fast[i].raw[:80]) for i in bad[:3]]
+        assert not bad, f"pack={pack}: {len(bad)}/{len(records)} rows differ (row, reference, fast): {detail}"
     closed = sum(g.stop == "json_closed" for g in ref)
     record_bench("decode_equality_fp32", {**info, "rows": len(records), "json_closed": closed,
                                           "packed": fast_dec._packing,

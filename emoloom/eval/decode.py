@@ -24,7 +24,10 @@ Decoders:
                 every prompt of a taxonomy repeats) are packed into one sequence that holds that
                 shared start once; each row attends to it and to its own tokens (`packed_attention`).
                 Every forward still recomputes every prefix from the token ids - nothing is kept
-                between forwards - it just does not compute the same prompt start eight times.
+                between forwards - it just does not compute the same prompt start sixteen times.
+                That pays where compute is the cost (CPU: 1.4x); on a GPU, where small forwards
+                cost kernel launches, the extra attention calls made it slower, so by default
+                rows are packed on CPU only (`pack`).
 ``constrained`` greedy under a logits mask from `fsm.SkeletonFSM`: labels from the taxonomy,
                 VAD as two-decimal numbers in [0, 1], one-line rationale, closure within
                 `max_new_tokens` guaranteed, so ParseOK is 100% by construction. Uses the same
@@ -270,8 +273,9 @@ def _fixed_rationales(label: str) -> list[str]:
         return []
 
 
-def _count(table: dict, seq: list[int], order: int, weight: int) -> None:
-    for pos in range(1, len(seq)):
+def _count(table: dict, seq: list[int], order: int, weight: int, start: int = 1) -> None:
+    """Count each position from `start` on as the next token of its 1..`order` preceding ones."""
+    for pos in range(max(1, start), len(seq)):
         for n in range(1, min(order, pos) + 1):
             nxt = table.setdefault(tuple(seq[pos - n:pos]), {})
             nxt[seq[pos]] = nxt.get(seq[pos], 0) + weight
@@ -290,8 +294,11 @@ class DraftSession:
         self.d = drafter
         self.history: dict[tuple[int, ...], dict[int, int]] = {}
 
-    def observe(self, answer: list[int]) -> None:
-        _count(self.history, [_START] + list(answer), self.d.order, HISTORY_WEIGHT)
+    def observe(self, answer: list[int], new: int | None = None) -> None:
+        """Count the last `new` tokens of a row's answer so far (all of it by default): rows still
+        in flight feed the drafts of the rows behind them, which pays most when outputs repeat."""
+        start = 1 + len(answer) - (len(answer) if new is None else new)
+        _count(self.history, [_START] + list(answer), self.d.order, HISTORY_WEIGHT, start)
 
     def _next(self, seq: list[int]) -> int | None:
         for n in range(len(seq), 0, -1):
@@ -388,7 +395,7 @@ class Decoder:
 
     def __init__(self, model, tokenizer, mode: str = "fast", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  batch_size: int = DEFAULT_BATCH_SIZE, max_draft: int = MAX_DRAFT, draft: bool = True,
-                 max_labels: int = 3, max_rationale_chars: int = 80, pack: bool = True) -> None:
+                 max_labels: int = 3, max_rationale_chars: int = 80, pack: bool | None = None) -> None:
         if mode not in DECODERS:
             raise ValueError(f"unknown decoder {mode!r}; choose one of {', '.join(DECODERS)}")
         if max_new_tokens < 1:
@@ -407,7 +414,9 @@ class Decoder:
         self.model_calls = 0
         self._fsms: dict[str, object] = {}
         self._split = _backbone_and_head(model)
-        self.pack = pack
+        # Packing: None packs where it was measured to pay (a CPU model); True packs on any device,
+        # False never. Either way it is used only after `_packing_ok`'s check.
+        self.pack = pack if pack is not None else next(model.parameters()).device.type == "cpu"
         self._packing: bool | None = None  # settled by `_packing_ok` on first use
 
     # -- public ----------------------------------------------------------------------------
@@ -605,16 +614,16 @@ class Decoder:
                                    [len(d) + 1 for d in drafts])
             for r, d, own in zip(active, drafts, logits):
                 r.forwards += 1
+                before = len(r.gen)
                 if constrained:
                     self._accept_constrained(r, d, own)
                 else:
                     self._accept_greedy(r, d, own)
+                if drafter:
+                    drafter.observe(r.gen, len(r.gen) - before)
             done = [r for r in active if r.stop]
             if done:
                 active = [r for r in active if not r.stop]
-                if drafter:
-                    for r in done:
-                        drafter.observe(r.gen)
                 if progress:
                     progress(len(done))
 
