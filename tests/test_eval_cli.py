@@ -70,7 +70,10 @@ def test_evaluate_cli_writes_predictions_and_metrics(tmp_path, adapter):
     assert metrics["model"]["id"] == "tiny-qwen2" and metrics["model"]["revision"]
     assert list(metrics["data"]["sha256"]) == [str(tmp_path / "syn" / "goemotions" / "dev.tsv")]
     assert set(metrics["versions"]) >= {"torch", "transformers", "peft", "ray", "emoloom"}
-    assert metrics["decoder"] == "fast" and metrics["seed"] == 0 and metrics["forwards_per_example"] == 8
+    assert metrics["decoder"] == "fast" and metrics["seed"] == 0
+    # 8 new tokens per row; drafts (rows feed each other's) can only save forwards
+    assert metrics["forwards_per_example"] == pytest.approx(sum(r["forwards"] for r in rows) / 5)
+    assert 1 <= metrics["forwards_per_example"] <= 8
     assert metrics["wall_time_s"] > 0 and len(metrics["config_hash"]) == 16
     assert metrics["metrics"]["all"]["parse_ok_rate"] == 0.0
     assert "synthetic/dev" in metrics["metrics"]["groups"]
