@@ -518,18 +518,24 @@ class Decoder:
             ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
             rows += [i] * n
             cols += range(len(s) - n, len(s))
-        dev = next(self.model.parameters()).device
-        ids = ids.to(dev)
+        return list(torch.split(self._logits(ids, (rows, cols)), need))
+
+    def _logits(self, ids, at, **kwargs):
+        """One KV-off forward of `ids` [B, T]; logits [n, V] at the positions `at` (an index of
+        the [B, T] grid). Only those positions go through the output layer."""
+        import torch
+
+        ids = ids.to(next(self.model.parameters()).device)
         self.model_calls += 1
         if self._split is not None:
             backbone, head, softcap = self._split
-            hidden = backbone(input_ids=ids, use_cache=False).last_hidden_state
-            logits = head(hidden[rows, cols]).float()
+            hidden = backbone(input_ids=ids, use_cache=False, **kwargs).last_hidden_state
+            logits = head(hidden[at]).float()
             if softcap:
                 logits = torch.tanh(logits / softcap) * softcap
-        else:  # a model without get_decoder/get_output_embeddings: full logits, then gather
-            logits = self.model(input_ids=ids, use_cache=False).logits[rows, cols].float()
-        return list(torch.split(logits, need))
+            return logits
+        # a model without get_decoder/get_output_embeddings: full logits, then gather
+        return self.model(input_ids=ids, use_cache=False, **kwargs).logits[at].float()
 
     def _forward_packed(self, seqs: list[list[int]], need: list[int], groups) -> list:
         """`_forward` on one packed sequence: per group its shared start once, then one slot per
@@ -554,19 +560,9 @@ class Decoder:
         dev = next(self.model.parameters()).device
         plan = PackPlan.build(plan, dev)
         cols = [c for i, n in enumerate(need) for c in range(ends[i] - n, ends[i])]
-        ids_t = torch.tensor([ids], dtype=torch.long, device=dev)
-        pos_t = torch.tensor([position], dtype=torch.long, device=dev)
-        self.model_calls += 1
         with _packed_attention(self.model):
-            if self._split is not None:
-                backbone, head, softcap = self._split
-                hidden = backbone(input_ids=ids_t, position_ids=pos_t, use_cache=False, **{PACK_KWARG: plan})
-                logits = head(hidden.last_hidden_state[0, cols]).float()
-                if softcap:
-                    logits = torch.tanh(logits / softcap) * softcap
-            else:
-                logits = self.model(input_ids=ids_t, position_ids=pos_t, use_cache=False,
-                                    **{PACK_KWARG: plan}).logits[0, cols].float()
+            logits = self._logits(torch.tensor([ids], dtype=torch.long), (0, cols),
+                                  position_ids=torch.tensor([position], device=dev), **{PACK_KWARG: plan})
         if not plan.used:  # the model never called our attention: rows would have seen each other
             raise RuntimeError("packed decoding needs transformers' attention interface; use pack=False")
         return list(torch.split(logits, need))
