@@ -200,7 +200,7 @@ class JsonCloseScanner:
 
 _START = -1  # sentinel "start of the answer" in draft contexts
 _DRAFTERS: dict[tuple[int, tuple[str, ...]], tuple[object, "SkeletonDrafter"]] = {}
-HISTORY_WEIGHT = 2  # a finished answer of this run counts twice a template rendering
+HISTORY_WEIGHT = 2  # an answer of this run counts twice a template rendering
 
 
 class SkeletonDrafter:
@@ -216,8 +216,8 @@ class SkeletonDrafter:
     ``labels":["``, the rest of a label once its first tokens pin it down, ``"],"`` ->
     ``vad":{"v":0.`` and so on, and stops at free content (digits, rationale).
 
-    A `session()` adds what one decoding run learns: finished answers feed the counts (outputs of
-    a trained model repeat), and where the counts draft nothing, the tokens that followed the last
+    A `session()` adds what one decoding run learns: every accepted token of every row, finished or
+    still in flight, feeds the counts (outputs of a trained model repeat), and where the counts draft nothing, the tokens that followed the last
     answer tokens in the prompt are drafted (rationales quote the text). Drafts only decide how
     many tokens a forward may accept, never which tokens come out.
     """
