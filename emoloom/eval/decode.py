@@ -130,19 +130,22 @@ def prepare_prompt(record: Record, tokenizer, max_tokens: int) -> PreparedPrompt
 # Token texts, the stop rule and the skeleton drafter
 # ---------------------------------------------------------------------------------------------
 
-_TEXT_CACHE: dict[int, tuple[object, list[str]]] = {}
+_PER_TOKENIZER: dict[tuple, tuple[object, object]] = {}
+
+
+def per_tokenizer(tokenizer, key: tuple, build: Callable[[], object]):
+    """`build()` once per tokenizer object and `key` (the object itself is checked, so a new
+    tokenizer that reuses a freed one's id is not served the old value)."""
+    hit = _PER_TOKENIZER.get((id(tokenizer), *key))
+    if hit is None or hit[0] is not tokenizer:
+        hit = _PER_TOKENIZER[(id(tokenizer), *key)] = (tokenizer, build())
+    return hit[1]
 
 
 def token_texts(tokenizer) -> list[str]:
     """Decoded text of every token id ("" for special tokens); cached per tokenizer object."""
-    hit = _TEXT_CACHE.get(id(tokenizer))
-    if hit is not None and hit[0] is tokenizer:
-        return hit[1]
-    n = len(tokenizer)
-    texts = tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=True,
-                                   clean_up_tokenization_spaces=False)
-    _TEXT_CACHE[id(tokenizer)] = (tokenizer, texts)
-    return texts
+    return per_tokenizer(tokenizer, ("texts",), lambda: tokenizer.batch_decode(
+        [[i] for i in range(len(tokenizer))], skip_special_tokens=True, clean_up_tokenization_spaces=False))
 
 
 def decode_text(tokenizer, ids: Sequence[int]) -> str:
@@ -199,7 +202,6 @@ class JsonCloseScanner:
 
 
 _START = -1  # sentinel "start of the answer" in draft contexts
-_DRAFTERS: dict[tuple[int, tuple[str, ...]], tuple[object, "SkeletonDrafter"]] = {}
 HISTORY_WEIGHT = 2  # an answer of this run counts twice a template rendering
 
 
@@ -479,11 +481,9 @@ class Decoder:
         return fsm
 
     def _drafter(self, taxonomies: tuple[str, ...]) -> SkeletonDrafter:
-        key = (id(self.tokenizer), taxonomies)  # shared by this tokenizer's decoders (one per budget)
-        hit = _DRAFTERS.get(key)
-        if hit is None or hit[0] is not self.tokenizer:
-            hit = _DRAFTERS[key] = (self.tokenizer, SkeletonDrafter(self.tokenizer, taxonomies))
-        return hit[1]
+        # shared by this tokenizer's decoders (a Predictor has one per token budget)
+        return per_tokenizer(self.tokenizer, ("drafter", taxonomies),
+                             lambda: SkeletonDrafter(self.tokenizer, taxonomies))
 
     def _push(self, row: _Row, token: int) -> None:
         row.gen.append(token)

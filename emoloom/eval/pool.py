@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 from emoloom.contract import Record
 from emoloom.models import ModelSpec
 
+from .decode import DEFAULT_BATCH_SIZE
 from .predict import failed_row, plan_shards
 
 # Passed to every actor: one BLAS/OpenMP thread per actor (actors are the parallelism), the
@@ -77,7 +78,7 @@ class EvalPool:
     """
 
     def __init__(self, model: ModelSpec | str, adapter: str | None = None, *, decoder: str = "fast",
-                 max_new_tokens: int = 96, batch_size: int = 16, actors: int = 2,
+                 max_new_tokens: int = 96, batch_size: int = DEFAULT_BATCH_SIZE, actors: int = 2,
                  gpus_per_actor: float | None = None, merge_adapter: bool = True) -> None:
         import ray
 

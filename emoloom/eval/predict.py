@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 from emoloom.contract import Record, parse_output
 
+from .decode import DEFAULT_BATCH_SIZE
+
 FAILED_ERROR = "actor_failed"
 
 
@@ -40,7 +42,7 @@ def failed_row(record: Record, detail: str) -> dict:
 class Predictor:
     """A loaded candidate plus a `Decoder`; `predict(records)` returns prediction rows in order."""
 
-    def __init__(self, candidate, decoder: str = "fast", max_new_tokens: int = 96, batch_size: int = 16) -> None:
+    def __init__(self, candidate, decoder: str = "fast", max_new_tokens: int = 96, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.candidate = candidate
         self.mode, self.batch_size, self.max_new_tokens = decoder, batch_size, max_new_tokens
         self._decoders: dict[int, object] = {}
