@@ -85,6 +85,22 @@ def label_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], 
     }
 
 
+def weighted_macro_f1(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Macro-F1 over the columns of `y`/`p` (rows x labels indicators) once per row of `weights`
+    (B x rows: how often each row counts, e.g. bootstrap resample counts; all ones = the sample).
+
+    Resampling only reweights rows, so tp/fp/fn of every resample are matrix products: no
+    per-resample scikit-learn call. A label whose tp+fp+fn is 0 in a resample scores 0 there."""
+    y, p = y.astype(np.float64), p.astype(np.float64)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    tp = weights @ (y * p)
+    fp = weights @ ((1 - y) * p)
+    fn = weights @ (y * (1 - p))
+    denom = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    return f1.mean(axis=1)
+
+
 def bootstrap_macro_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], classes: Sequence[str],
                        n: int = 1000, seed: int = 0) -> list[float] | None:
     """[low, high] 95% percentile interval of Macro-F1 over `n` row resamples."""
@@ -94,17 +110,10 @@ def bootstrap_macro_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[st
     act = active_labels(y, p)
     if not act:
         return None
-    y, p = y[:, act].astype(np.float64), p[:, act].astype(np.float64)
     rng = np.random.default_rng(seed)
     rows = len(y)
-    # Resample counts per row (B x rows); tp/fp/fn per resample are then matrix products.
     weights = np.stack([np.bincount(rng.integers(0, rows, rows), minlength=rows) for _ in range(n)]).astype(np.float64)
-    tp = weights @ (y * p)
-    fp = weights @ ((1 - y) * p)
-    fn = weights @ (y * (1 - p))
-    denom = 2 * tp + fp + fn
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    macro = f1.mean(axis=1)
+    macro = weighted_macro_f1(y[:, act], p[:, act], weights)
     lo, hi = np.percentile(macro, [2.5, 97.5])
     return [round(float(lo), 4), round(float(hi), 4)]
 
@@ -194,6 +203,23 @@ def _classes(taxonomies: Iterable[str]) -> list[str]:
     return out
 
 
+def label_sets(rows: Sequence[dict], mode: str = "all_rows") -> tuple[list[dict], list[list[str]], list[list[str]]]:
+    """(rows scored, gold label lists, predicted label lists) of the label metrics: rows without
+    gold labels are left out; "ok_only" keeps ParseOK rows, "all_rows" keeps every row with a
+    parse failure predicting the empty set (counted wrong)."""
+    if mode not in ("ok_only", "all_rows"):
+        raise ValueError(f"mode must be 'ok_only' or 'all_rows', not {mode!r}")
+    lab = [r for r in rows if r.get("gold_labels") and (mode == "all_rows" or r.get("parse_ok"))]
+    gold = [r["gold_labels"] for r in lab]
+    pred = [(r.get("labels") or []) if r.get("parse_ok") else [] for r in lab]
+    return lab, gold, pred
+
+
+def row_classes(rows: Sequence[dict]) -> list[str]:
+    """The label columns of a group: every label of the taxonomies its rows carry (in order)."""
+    return _classes(sorted({r["taxonomy"] for r in rows}))
+
+
 def group_metrics(rows: Sequence[dict], bootstrap: int = 1000, seed: int = 0) -> dict:
     taxes = sorted({r["taxonomy"] for r in rows})
     classes = _classes(taxes)
@@ -204,12 +230,9 @@ def group_metrics(rows: Sequence[dict], bootstrap: int = 1000, seed: int = 0) ->
         "parse_ok_rate": _r(sum(bool(r.get("parse_ok")) for r in rows) / len(rows)) if rows else None,
         "parse_errors": dict(sorted(errors.items(), key=lambda kv: (-kv[1], str(kv[0])))),
     }
-    labelled = [r for r in rows if r.get("gold_labels")]
     with_vad = [r for r in rows if r.get("gold_vad") is not None]
     for mode in ("ok_only", "all_rows"):
-        lab = [r for r in labelled if r.get("parse_ok")] if mode == "ok_only" else labelled
-        gold = [r["gold_labels"] for r in lab]
-        pred = [(r.get("labels") or []) if r.get("parse_ok") else [] for r in lab]
+        lab, gold, pred = label_sets(rows, mode)
         block = label_metrics(gold, pred, classes)
         block["macro_f1_ci95"] = bootstrap_macro_f1(gold, pred, classes, n=bootstrap, seed=seed)
         eg = [[to_ekman(r["taxonomy"], l) for l in g] for r, g in zip(lab, gold)]
