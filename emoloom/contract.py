@@ -18,7 +18,21 @@ from pydantic_core import PydanticCustomError
 from emoloom.labels import TAXONOMIES, taxonomy
 
 MAX_RATIONALE_WORDS = 12
-VadSource = Literal["gold", "lexicon", "none"]
+# Where a record's VAD target came from: gold annotation, the lexicon (words of the text, blended
+# with the label anchor when labels are given), the label anchor alone (no lexicon word in the
+# text), or nowhere (the neutral point).
+VadSource = Literal["gold", "lexicon", "label_anchor", "none"]
+
+# An astral character is one code point in a str, so a code point in U+D800..U+DFFF is always a
+# lone surrogate (from a broken JSON escape or a cut UTF-16 pair) and cannot be encoded as UTF-8.
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def lone_surrogate(text: str) -> str | None:
+    """A description of the first lone surrogate in `text` (e.g. "lone surrogate U+D800 at
+    character 4"), or None when `text` is valid Unicode text."""
+    m = _LONE_SURROGATE.search(text)
+    return None if m is None else f"lone surrogate U+{ord(m.group()):04X} at character {m.start()}"
 
 
 class VAD(BaseModel):
@@ -56,6 +70,34 @@ class Record(BaseModel):
     @classmethod
     def _id_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    # mode="before": pydantic's own min_length check would fail first, with a vaguer message.
+    @field_validator("id", "text", "corpus", "split", mode="before")
+    @classmethod
+    def _valid_text(cls, value: Any) -> Any:
+        # Rejected, not repaired: a record is read exactly or reported and skipped (its text
+        # could neither be tokenised nor written back as UTF-8).
+        if isinstance(value, str) and (why := lone_surrogate(value)):
+            raise ValueError(f"{why} (not valid Unicode text)")
+        return value
+
+    @field_validator("context")
+    @classmethod
+    def _valid_context(cls, value: list[str]) -> list[str]:
+        for i, turn in enumerate(value):
+            if why := lone_surrogate(turn):
+                raise ValueError(f"turn {i}: {why} (not valid Unicode text)")
+        return value
+
+    @field_validator("meta")
+    @classmethod
+    def _valid_meta(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # ensure_ascii=False keeps lone surrogates as they are, so the encode finds them
+        try:
+            json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"lone surrogate U+{ord(exc.object[exc.start]):04X} (not valid Unicode text)") from None
+        return value
 
     @model_validator(mode="after")
     def _labels_in_taxonomy(self) -> "Record":
@@ -151,9 +193,13 @@ class Answer(BaseModel):
         if not isinstance(value, dict) or set(value) != {"v", "a", "d"}:
             raise PydanticCustomError("bad_vad", "vad must be an object with exactly v, a, d")
         for key, x in value.items():
-            # A JSON number only: no strings, booleans, null, NaN or Infinity.
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not 0 <= x <= 1:
-                raise PydanticCustomError("bad_vad", "vad.{key} must be a number in [0, 1], got {x!r}", {"key": key, "x": x})
+            # A JSON number only: no strings, booleans, null, NaN or Infinity. The range test
+            # comes first: it is exact for huge ints, which float() (and isfinite) overflow on.
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x <= 1 or not math.isfinite(x):
+                # the value goes in pre-rendered as ASCII: pydantic's templates know no {x!r}
+                # and cannot carry a lone surrogate
+                raise PydanticCustomError("bad_vad", "vad.{key} must be a number in [0, 1], got {x}",
+                                          {"key": key, "x": ascii(x)[:60]})
         return value
 
     @field_validator("rationale", mode="before")
@@ -161,6 +207,8 @@ class Answer(BaseModel):
     def _rationale(cls, value: Any) -> Any:
         if not isinstance(value, str):
             raise PydanticCustomError("bad_rationale", "rationale must be a string")
+        if why := lone_surrogate(value):  # from a \ud800 JSON escape; no UTF-8 row can hold it
+            raise PydanticCustomError("bad_rationale", "rationale has a {why}", {"why": why})
         return value
 
 
@@ -250,7 +298,12 @@ def parse_output(raw: Any, taxonomy_name: str) -> ParseResult:
             elif kind in ("model_type", "dict_type"):
                 kind = "invalid_json"
             field = ".".join(str(p) for p in err["loc"])
-            return ParseResult(parse_ok=False, error=kind, detail=f"{field}: {err['msg']}"[:300])
+            return ParseResult(parse_ok=False, error=kind, detail=_printable(f"{field}: {err['msg']}")[:300])
         return ParseResult(parse_ok=True, labels=ans.labels, vad=ans.vad, rationale=ans.rationale)
     except Exception as exc:  # noqa: BLE001 - the contract promises no exception escapes
-        return ParseResult(parse_ok=False, error="internal", detail=f"{type(exc).__name__}: {exc}"[:300])
+        return ParseResult(parse_ok=False, error="internal", detail=_printable(f"{type(exc).__name__}: {exc}")[:300])
+
+
+def _printable(text: str) -> str:
+    """`text` with lone surrogates written as \\udXXX escapes, so a detail can always be written."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

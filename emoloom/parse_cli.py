@@ -13,14 +13,17 @@ def register(sub) -> None:
         "parse",
         help="parse raw generations under the JSON contract",
         description='Reads lines {"id": ..., "output": "<raw generation>"} on stdin, prints one parsed '
-        "JSON line per input and the ParseOK rate on stderr.",
+        "JSON line per input and the ParseOK rate on stderr. Malformed lines, and lines whose id or "
+        "output holds a lone surrogate (e.g. a broken \\ud800 escape: no valid Unicode text), are "
+        "reported on stderr as <stdin>:LINE and skipped, not repaired (exit status 1). An answer whose "
+        "rationale decodes to a lone surrogate is not ParseOK (error bad_rationale).",
     )
     p.add_argument("--taxonomy", required=True, choices=[t for t in TAXONOMIES])
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, stdin=None, stdout=None, stderr=None) -> int:
-    from emoloom.contract import parse_output
+    from emoloom.contract import lone_surrogate, parse_output
 
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     total = ok = bad_lines = 0
@@ -32,6 +35,13 @@ def run(args: argparse.Namespace, stdin=None, stdout=None, stderr=None) -> int:
             item = json.loads(line)
             if not isinstance(item, dict) or "output" not in item:
                 raise ValueError('expected an object with "id" and "output"')
+            # Skipped, not repaired: a replaced character would make the parser judge a text the
+            # model never wrote, and an id with one could not be written out as UTF-8.
+            for key in ("id", "output"):
+                value = item.get(key)
+                why = lone_surrogate(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+                if why:
+                    raise ValueError(f"{key}: {why} (not valid Unicode text)")
         except ValueError as exc:
             bad_lines += 1
             print(f"<stdin>:{lineno}: malformed input line: {exc}", file=stderr)
