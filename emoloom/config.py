@@ -8,19 +8,52 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Iterable, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticCustomError
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors."""
+    """Base for every config section: unknown keys are errors, and so are NaN and infinities.
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    `allow_inf_nan=False` reaches every float of every subclass, inside lists, dicts and
+    Optionals too; without it YAML's `.nan` / `.inf` pass (`.nan` then fails a `ge=0` bound with
+    a misleading message, `.inf` passes it and a run trains to NaN). Free-form values typed
+    `Any` are not floats to pydantic: type them `AnyFinite`.
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+
+def _finite(value: Any, where: str = "") -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        # the same wording as pydantic's own float check; `where` is the path below the field
+        inside = f" ({where}={value})" if where else ""
+        raise PydanticCustomError("finite_number", "Input should be a finite number" + inside)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _finite(item, f"{where}[{i}]")
+    return value
+
+
+# A free-form config value (a dict of training values, a categorical choice) that holds no NaN or
+# infinity at any depth, as StrictModel's float fields.
+AnyFinite = Annotated[Any, AfterValidator(_finite)]
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """"; did you mean 'x'?" for the closest of `known`, or "" when none is close."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class ConfigError(ValueError):
@@ -71,6 +104,7 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def explain(exc: ValidationError, model: type[BaseModel], origin: str) -> str:
+    """One line for one error (the CLIs print `error: <this>`), else one indented line per error."""
     lines = [f"{origin}: invalid {model.__name__}"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(root)"
@@ -81,6 +115,8 @@ def explain(exc: ValidationError, model: type[BaseModel], origin: str) -> str:
             lines.append(f"  {key}: unknown key{hint}")
         else:
             lines.append(f"  {key}: {err['msg']}")
+    if len(lines) == 2:
+        return f"{lines[0]}: {lines[1].strip()}"
     return "\n".join(lines)
 
 
@@ -99,6 +135,8 @@ def load_config(
             loaded = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
+        except OSError as exc:  # a folder, no permission: one line, not a traceback
+            raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):

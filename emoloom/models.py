@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emoloom.config import StrictModel
+from emoloom.config import StrictModel, did_you_mean
 
 # name -> architecture and size. Random init: they learn the contract during SFT.
 BUILTIN: dict[str, dict[str, Any]] = {
@@ -70,6 +71,31 @@ def cache_dir() -> Path:
 
 def is_builtin(name: str) -> bool:
     return name in BUILTIN
+
+
+# owner/name as the hub spells repository ids; "./x", "/x", "~/x" and bare names are not hub ids
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def check_name(name: str) -> None:
+    """Raise unless `name` can resolve as `load_base` resolves names: a built-in, an existing local
+    folder, or a hub id (judged by its owner/name shape only: nothing is looked up).
+
+    FileNotFoundError for a path that is not there (another machine may have it), ValueError for
+    a name that is neither (with a did-you-mean against the built-ins)."""
+    if is_builtin(name):
+        return
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise ValueError(f"{name!r} is a file, not a model folder")
+    if _HUB_ID.match(name):
+        return
+    if "/" in name or name.startswith((".", "~")):
+        raise FileNotFoundError(f"{name!r}: no such model folder")
+    raise ValueError(f"{name!r} is not a built-in model ({', '.join(BUILTIN)}), an existing local folder "
+                     f"or a hub id (owner/name){did_you_mean(name, BUILTIN)}")
 
 
 def tokenizer_corpus() -> list[str]:

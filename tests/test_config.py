@@ -1,7 +1,8 @@
 """Typed config: YAML + key=value overrides, unknown keys rejected with a suggestion."""
 import pytest
+from pydantic import Field
 
-from emoloom.config import ConfigError, StrictModel, config_hash, flatten, load_config
+from emoloom.config import AnyFinite, ConfigError, StrictModel, config_hash, flatten, load_config
 
 
 class Lora(StrictModel):
@@ -42,3 +43,43 @@ def test_hash_is_stable_and_sensitive():
     assert config_hash(Cfg()) == config_hash(load_config(Cfg))
     assert config_hash(Cfg()) != config_hash(Cfg(seed=1))
     assert flatten(Cfg().model_dump()) == {"seed": 0, "lr": 1e-3, "lora.r": 8, "lora.alpha": 16}
+
+
+class Section(StrictModel):
+    rate: float = Field(0.5, ge=0)
+    maybe: float | None = None
+    steps: list[float] = []
+    weights: dict[str, float] = {}
+
+
+class Outer(StrictModel):
+    section: Section = Section()
+    sections: list[Section] = []
+    optional: Section | None = None
+    free: dict[str, AnyFinite] = {}
+
+
+@pytest.mark.parametrize("override, key", [
+    ("section.rate=.nan", "section.rate"),  # was "greater than or equal to 0"
+    ("section.rate=.inf", "section.rate"),  # was accepted
+    ("section.maybe=-.inf", "section.maybe"),
+    ("section.steps=[0.1, .nan]", "section.steps.1"),
+    ("section.weights={a: .inf}", "section.weights.a"),
+    ("sections=[{rate: .nan}]", "sections.0.rate"),
+    ("optional.rate=.inf", "optional.rate"),
+    ("free.optim={lr: .nan}", "free.optim"),  # Any-typed values: checked at every depth
+    ("free.choices=[1, [2, .inf]]", "free.choices"),
+])
+def test_non_finite_numbers_are_rejected_everywhere(override, key):
+    with pytest.raises(ConfigError) as exc:
+        load_config(Outer, None, [override])
+    message = str(exc.value)
+    assert f"{key}: Input should be a finite number" in message, message
+    assert "greater than" not in message and "\n" not in message  # one error, one line
+    ok = load_config(Outer, None, ["section.rate=1e30", "free.optim={lr: 0.001, name: x}"])
+    assert ok.section.rate == 1e30 and ok.free["optim"] == {"lr": 0.001, "name": "x"}
+
+
+def test_a_folder_given_as_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(Cfg, tmp_path)

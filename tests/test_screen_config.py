@@ -102,3 +102,97 @@ def test_dry_run_rejects_a_typo_with_a_suggestion():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "did you mean 'eval.decoder'" in proc.stderr
+
+
+def dry_run(capsys, *argv: str) -> tuple[int, str]:
+    """`python -m emoloom.screen --dry-run ARGV` in-process: (exit code, stderr)."""
+    from emoloom.screen.__main__ import main
+
+    rc = main(["--dry-run", *argv])
+    return rc, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("eval.batch_size=0", "eval.batch_size"),
+    ("eval.max_new_tokens=-1", "eval.max_new_tokens"),
+    ("eval.dev_limit=-1", "eval.dev_limit"),  # was accepted: the trial's slice dropped the last row
+    ("eval.epoch_limit=0", "eval.epoch_limit"),
+    ("eval.cross_corpus=[{corpus: synthetic, taxonomy: dailydialog, split: validation, limit: -1}]",
+     "eval.cross_corpus.0.limit"),
+    ("resources.driver_cpus=-1", "resources.driver_cpus"),
+    ("resources.train_workers=-1", "resources.train_workers"),
+    ("resources.gpus_per_eval_actor=-0.5", "resources.gpus_per_eval_actor"),
+    ("cluster.nodes=0", "cluster.nodes"),
+    ("cluster.cpus_per_node=0", "cluster.cpus_per_node"),
+    ("ray.num_cpus=0", "ray.num_cpus"),
+    ("trial_timeout_s=0", "trial_timeout_s"),
+    ("trial_timeout_s=.inf", "trial_timeout_s"),
+    ("resources.driver_cpus=.nan", "resources.driver_cpus"),
+    ("train.optim.lr=.inf", "train.optim"),  # the free-form train: section, before any trial
+])
+def test_dry_run_rejects_impossible_values_naming_the_key(capsys, override, key):
+    rc, err = dry_run(capsys, override)
+    assert rc == 2 and err.startswith("error: ") and "\n" not in err, err
+    assert f"{key}: " in err, err
+
+
+def test_dry_run_of_a_bad_value_prints_one_error_line_and_exits_2():
+    proc = subprocess.run([sys.executable, "-m", "emoloom.screen", "--dry-run", "eval.batch_size=0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "error: defaults + overrides eval.batch_size=0: invalid ScreenConfig: eval.batch_size: "
+        "Input should be greater than or equal to 1"]
+
+
+def test_dry_run_checks_model_names_like_a_real_run(capsys, tmp_path):
+    rc, err = dry_run(capsys, "train.model.name=tiny-qwen")
+    assert rc == 2 and "train.model.name: 'tiny-qwen' is not a built-in model" in err
+    assert "did you mean 'tiny-qwen2'?" in err and "\n" not in err
+    rc, err = dry_run(capsys, "train.model.name=./no/such/model")
+    assert rc == 2 and "'./no/such/model'" in err
+    space = write(tmp_path, "params:\n  model.name: {type: categorical, choices: [tiny-qwen2, tiny-lama]}\n")
+    rc, err = dry_run(capsys, f"space={space}")
+    assert rc == 2 and f"{space}: params.model.name: 'tiny-lama'" in err and "did you mean 'tiny-llama'" in err
+    # hub ids are judged by their shape (nothing is looked up), local folders by existence
+    assert dry_run(capsys, "train.model.name=Qwen/Qwen2.5-0.5B-Instruct", "space=gpu_base_models")[0] == 0
+    assert dry_run(capsys, f"train.model.name={tmp_path}")[0] == 0
+
+
+def test_dry_run_checks_data_paths_like_a_real_run(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = "train.data.sources=[{corpus: jsonl, source: rows.jsonl, split: train}]"
+    rc, err = dry_run(capsys, source)
+    assert rc == 2 and "train.data.sources[0].source: 'rows.jsonl': no such file or folder" in err, err
+    assert str(tmp_path) in err  # relative paths: where they were looked for
+    (tmp_path / "rows.jsonl").write_text("")
+    assert dry_run(capsys, source)[0] == 0  # relative to the working directory
+    missing = tmp_path / "goemotions"
+    rc, err = dry_run(capsys, f"eval.cross_corpus=[{{corpus: goemotions, source: {missing}, split: test}}]")
+    assert rc == 2 and f"eval.cross_corpus[0].source: '{missing}': no such file or folder" in err, err
+    hub = "eval.cross_corpus=[{corpus: goemotions, source: google-research-datasets/go_emotions, split: test}]"
+    assert dry_run(capsys, hub)[0] == 0  # a hub id: not contacted by a dry run
+    rc, err = dry_run(capsys, "train.data.lexicon=lexicon.tsv")
+    assert rc == 2 and "train.data.lexicon: 'lexicon.tsv'" in err
+    # planning a screen for a cluster (its filesystem is not this one): warnings, not errors
+    rc, err = dry_run(capsys, "ray.address=auto", "train.data.lexicon=/mnt/shared/lexicon.tsv")
+    assert rc == 0 and err == ("warning: screen config: train.data.lexicon: '/mnt/shared/lexicon.tsv': no such file "
+                               "or folder on this machine (the cluster's nodes must have it)")
+
+
+def test_a_folder_given_as_space_or_config_is_a_one_line_error(capsys, tmp_path):
+    rc, err = dry_run(capsys, f"space={tmp_path}")
+    assert rc == 2 and err == (f"error: space={tmp_path}: is a folder; give a search-space YAML file or a "
+                               f"shipped space ({', '.join(sorted(p.stem for p in SPACES_DIR.glob('*.yaml')))})")
+    rc, err = dry_run(capsys, str(tmp_path))
+    assert rc == 2 and "cannot read the config file" in err and "\n" not in err
+
+
+def test_non_finite_values_in_a_space_are_rejected(tmp_path):
+    path = write(tmp_path, "params:\n  optim.lr: {type: categorical, choices: [0.001, .nan]}\n")
+    with pytest.raises(ConfigError, match=r"choices\.1: Input should be a finite number"):
+        load_space(path)
+    with pytest.raises(ConfigError, match=r"fixed\.optim\.lr: Input should be a finite number"):
+        load_space(write(tmp_path, "fixed:\n  optim.lr: .inf\n"))
+    with pytest.raises(ConfigError, match="low: Input should be a finite number"):
+        load_space(write(tmp_path, "params:\n  optim.lr: {type: float, low: -.inf, high: 0.1}\n"))

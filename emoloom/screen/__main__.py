@@ -26,7 +26,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from emoloom.screen.config import ScreenConfig
+    from emoloom.screen.config import ScreenConfig, check_resolvable
     from emoloom.screen.defaults import DEFAULT_SCREEN
     from emoloom.screen.run import dry_run, screen_hash
     from emoloom.screen.space import check_keys, load_space
@@ -43,9 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         space = load_space(cfg.space)
         check_keys(space, train_keys(), str(cfg.space))
         try:  # the screen's `train:` section plus the space's fixed values
-            build_train_config(cfg.train, space.fixed, {}, Path(cfg.storage), cfg.seed)
+            train_cfg = build_train_config(cfg.train, space.fixed, {}, Path(cfg.storage), cfg.seed)
         except ConfigError as exc:
             raise ConfigError(f"{path or 'screen config'}: train: section + {cfg.space} fixed: {exc}") from None
+        # model names and local paths, before --dry-run prints a plan
+        for warning in check_resolvable(cfg, space, train_cfg, path or "screen config", dry_run=args.dry_run):
+            print(f"warning: {warning}", file=sys.stderr)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from emoloom.config import StrictModel
+from emoloom.config import AnyFinite, ConfigError, StrictModel
+
+if TYPE_CHECKING:
+    from emoloom.screen.space import SearchSpace
+    from emoloom.train.config import TrainConfig
 
 
 class DataSource(StrictModel):
@@ -16,15 +20,17 @@ class DataSource(StrictModel):
     source: str | None = None  # None only for `synthetic` (generated)
     taxonomy: str | None = None  # synthetic: which sub-corpus
     split: str
-    limit: int | None = None
+    limit: int | None = Field(None, ge=1)
 
 
 class EvalOptions(StrictModel):
     decoder: Literal["reference", "fast", "constrained", "score"] = "fast"
-    max_new_tokens: int = 96
-    batch_size: int = 16
-    dev_limit: int | None = 100  # KV-off evaluation cost grows with rows: screen on a sample
-    epoch_limit: int = 32  # dev rows decoded after every epoch (what ASHA compares)
+    max_new_tokens: int = Field(96, ge=1)
+    batch_size: int = Field(16, ge=1)
+    # KV-off evaluation cost grows with rows: screen on a sample (None: every dev row). Bounded
+    # below because the trial slices with it: -1 would silently drop the last row.
+    dev_limit: int | None = Field(100, ge=1)
+    epoch_limit: int = Field(32, ge=1)  # dev rows decoded after every epoch (what ASHA compares)
     cross_corpus: list[DataSource] = Field(default_factory=list)
 
 
@@ -36,36 +42,36 @@ class MlflowOptions(StrictModel):
 
 class RayOptions(StrictModel):
     address: str | None = None  # None: RAY_ADDRESS / a Ray job's cluster, else a local Ray
-    num_cpus: int | None = None  # local Ray only
+    num_cpus: int | None = Field(None, ge=1)  # local Ray only
 
 
 class TrialResources(StrictModel):
     """What one trial asks of the cluster."""
 
-    driver_cpus: float = 1.0  # the trial function itself (runs evaluation when eval_actors=0)
+    driver_cpus: float = Field(1.0, ge=0)  # the trial function itself (runs evaluation when eval_actors=0)
     # A custom resource each trial driver also takes one unit of; cluster/ offers `trial_driver`
     # on the head only, which keeps drivers off GPU nodes and caps how many run at once.
     driver_resource: str | None = None
-    train_workers: int = 0  # Ray Train workers (DeepSpeed ranks); 0 = train inside the trial
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    eval_actors: int = 0  # evaluation actor pool size; 0 = evaluate inside the trial
-    gpus_per_eval_actor: float = 0.0
+    train_workers: int = Field(0, ge=0)  # Ray Train workers (DeepSpeed ranks); 0 = train inside the trial
+    cpus_per_worker: float = Field(1.0, ge=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    eval_actors: int = Field(0, ge=0)  # evaluation actor pool size; 0 = evaluate inside the trial
+    gpus_per_eval_actor: float = Field(0.0, ge=0)
 
 
 class ClusterShape(StrictModel):
     """A cluster description for --dry-run planning (no Ray needed)."""
 
-    nodes: int = 1
-    cpus_per_node: int = Field(default_factory=lambda: os.cpu_count() or 1)
-    gpus_per_node: int = 0
+    nodes: int = Field(1, ge=1)
+    cpus_per_node: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    gpus_per_node: int = Field(0, ge=0)
 
 
 class ScreenConfig(StrictModel):
     name: str = "default"
     space: str = "default"  # a tune_spaces/ name or a path
     # Training-config values shared by every trial (nested, or dotted keys).
-    train: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, AnyFinite] = Field(default_factory=dict)
     eval: EvalOptions = EvalOptions()
     mlflow: MlflowOptions = MlflowOptions()
     ray: RayOptions = RayOptions()
@@ -73,5 +79,52 @@ class ScreenConfig(StrictModel):
     cluster: ClusterShape | None = None
     storage: str = "runs"  # Tune results, Optuna study, default MLflow store
     seed: int = 0
-    trial_timeout_s: float | None = None
+    trial_timeout_s: float | None = Field(None, gt=0)
     fail_fast: bool = False  # False: a failing trial is recorded and the screen goes on
+
+
+def check_resolvable(cfg: ScreenConfig, space: "SearchSpace", train_cfg: "TrainConfig", origin: str,
+                     dry_run: bool = False) -> list[str]:
+    """ConfigError for what trials would otherwise fail on one by one: a model name that resolves
+    to nothing, a local path (model, data, lexicon) that does not exist, relative paths taken
+    from the working directory. Offline and cheap, so --dry-run runs it too: hub ids are judged by
+    their shape, never looked up.
+
+    Missing paths are only warnings (returned) where the trials' filesystem is not this one: a dry
+    run of a screen for a cluster (ray.address: the real run checks on the cluster's head), or a
+    Ray Client driver (ray://)."""
+    from emoloom.data import is_hub_id
+    from emoloom.data.registry import HUB_CORPORA
+    from emoloom.models import check_name
+
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or ""
+    elsewhere = bool(address) and (dry_run or address.startswith("ray://"))
+    missing: list[str] = []
+
+    def key(name: str) -> str:  # the space's fixed values override the screen's train: section
+        return f"{cfg.space}: fixed.{name}" if name in space.fixed else f"{origin}: train.{name}"
+
+    names = [(key("model.name"), train_cfg.model.name)]
+    param = space.params.get("model.name")
+    if param is not None and param.type == "categorical":
+        names += [(f"{cfg.space}: params.model.name", str(choice)) for choice in param.choices]
+    for where, name in names:
+        try:
+            check_name(name)
+        except FileNotFoundError as exc:
+            missing.append(f"{where}: {exc}")
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    paths = [(f"{key('data.sources')}[{i}].source", s.corpus, s.source) for i, s in enumerate(train_cfg.data.sources)]
+    paths += [(f"{origin}: eval.cross_corpus[{i}].source", s.corpus, s.source)
+              for i, s in enumerate(cfg.eval.cross_corpus)]
+    paths.append((key("data.lexicon"), None, train_cfg.data.lexicon))
+    for where, corpus, source in paths:
+        if source is None or (corpus in HUB_CORPORA and is_hub_id(source)):
+            continue  # generated (synthetic), the built-in lexicon, or a hub dataset
+        if not os.path.exists(os.path.expanduser(source)):
+            missing.append(f"{where}: {source!r}: no such file or folder")
+    if missing and not elsewhere:
+        raise ConfigError(f"{missing[0]} (relative paths are read from {os.getcwd()})")
+    return [f"{m} on this machine (the cluster's nodes must have it)" for m in missing]

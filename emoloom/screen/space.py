@@ -6,14 +6,13 @@ settings, the sampler seed, and baseline configurations evaluated first.
 """
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from emoloom.config import ConfigError, StrictModel, explain
+from emoloom.config import AnyFinite, ConfigError, StrictModel, did_you_mean, explain
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "tune_spaces"
 
@@ -70,7 +69,7 @@ class IntParam(StrictModel):
 
 class CategoricalParam(StrictModel):
     type: Literal["categorical"]
-    choices: list[Any] = Field(min_length=1)
+    choices: list[AnyFinite] = Field(min_length=1)
 
     def contains(self, value: Any) -> bool:
         return value in self.choices
@@ -102,10 +101,10 @@ class SearchSpace(StrictModel):
     sampler: Literal["tpe", "random"] = "tpe"
     asha: Asha = Asha()
     # Fixed training-config values for every trial of this space (dotted keys).
-    fixed: dict[str, Any] = Field(default_factory=dict)
+    fixed: dict[str, AnyFinite] = Field(default_factory=dict)
     params: dict[str, Param] = Field(default_factory=dict)
     # Evaluated first, in order; each gives a value for every parameter of `params`.
-    baselines: list[dict[str, Any]] = Field(default_factory=list)
+    baselines: list[dict[str, AnyFinite]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _baselines_cover_params(self):
@@ -133,20 +132,21 @@ def check_keys(space: SearchSpace, allowed: set[str], origin: str) -> None:
     for section, names in (("params", space.params), ("fixed", space.fixed)):
         for name in names:
             if name not in allowed:
-                close = difflib.get_close_matches(name, sorted(allowed), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"{origin}: {section}.{name}: not a training-config key{hint}")
+                raise ConfigError(f"{origin}: {section}.{name}: not a training-config key{did_you_mean(name, allowed)}")
 
 
 def resolve_space_path(name: str | Path) -> Path:
     """A path, or the name of a shipped space (`default` -> tune_spaces/default.yaml)."""
     path = Path(name)
-    if path.exists():
+    if path.exists() and not path.is_dir():
         return path
     shipped = SPACES_DIR / f"{name}.yaml"
-    if shipped.exists():
+    if shipped.exists():  # a shipped name wins over a folder of that name in the working directory
         return shipped
     known = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+    if path.is_dir():
+        raise ConfigError(f"space={name}: is a folder; give a search-space YAML file or a shipped space "
+                          f"({', '.join(known)})")
     raise ConfigError(f"search space {str(name)!r}: no such file, and not a shipped space ({', '.join(known)})")
 
 
@@ -156,6 +156,10 @@ def load_space(name: str | Path) -> SearchSpace:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except OSError as exc:  # unreadable (permissions, a special file): one line, not a traceback
+        raise ConfigError(f"space={name}: cannot read {path} ({exc.strerror or exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     try:
         return SearchSpace.model_validate(data)
     except ValidationError as exc:
