@@ -1,8 +1,9 @@
-"""Leaderboard and plots of a screen, rebuilt from MLflow alone.
+"""Leaderboard and plots of a screen.
 
-`python -m emoloom report --experiment NAME` reads the latest screen (parent run) of an
-experiment, its trial runs and the best trial's artifacts, and writes leaderboard.md/.csv and the
-PNG plots; the screen itself calls the same `build_report` when it ends.
+`python -m emoloom report --experiment NAME` rebuilds them from MLflow alone: the latest screen
+(parent run) of an experiment, its trial runs and the best trial's artifacts. The screen itself
+writes the same files when it ends from its trials' journals (`journal_report`), so an
+unreachable tracking server cannot stop it from reporting.
 """
 from __future__ import annotations
 
@@ -27,20 +28,31 @@ COLUMNS = {
 }
 
 
-def trial_rows(c, experiment_id: str, parent_run_id: str, mode: str = "max") -> list[dict[str, Any]]:
-    """One row per trial run, ranked by objective (failed and stopped trials last)."""
+def run_view(run) -> dict[str, Any]:
+    """An MLflow run as the report reads it (the same shape as a journal's view)."""
+    return {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+            "metrics": dict(run.data.metrics), "tags": dict(run.data.tags), "params": dict(run.data.params)}
+
+
+def rank_rows(views: list[dict[str, Any]], mode: str = "max") -> list[dict[str, Any]]:
+    """One leaderboard row per trial, ranked by objective (failed and stopped trials last).
+
+    Trials interrupted with a killed driver before Tune recorded them (status INTERRUPTED) are
+    not candidates: their configuration never ran to an end, so they get no row."""
     rows = []
-    for run in tracking.child_runs(c, experiment_id, parent_run_id):
-        m, tags = run.data.metrics, run.data.tags
-        row = {
-            "trial": tags.get(tracking.TRIAL_TAG, run.info.run_name),
-            "run_id": run.info.run_id,
-            "status": tags.get("emoloom.status", run.info.status),
-            "model": run.data.params.get("model.name", ""),
+    for view in views:
+        m, tags = view["metrics"], view["tags"]
+        status = tags.get("emoloom.status", view["status"])
+        if status == "INTERRUPTED":
+            continue
+        rows.append({
+            "trial": tags.get(tracking.TRIAL_TAG, view.get("run_name")),
+            "run_id": view.get("run_id"),
+            "status": status,
+            "model": view["params"].get("model.name", ""),
             **{col: m.get(key) for col, key in COLUMNS.items()},
             "note": tags.get("emoloom.failure", ""),
-        }
-        rows.append(row)
+        })
     sign = -1 if mode == "max" else 1
 
     def key(row):
@@ -51,6 +63,11 @@ def trial_rows(c, experiment_id: str, parent_run_id: str, mode: str = "max") -> 
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
     return rows
+
+
+def trial_rows(c, experiment_id: str, parent_run_id: str, mode: str = "max") -> list[dict[str, Any]]:
+    """The leaderboard rows of a screen, read from MLflow."""
+    return rank_rows([run_view(r) for r in tracking.child_runs(c, experiment_id, parent_run_id)], mode)
 
 
 def _fmt(value: Any) -> str:
@@ -93,7 +110,10 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def write_plots(c, rows: list[dict], out: Path) -> list[Path]:
+def write_plots(rows: list[dict], out: Path, best_metrics: dict[str, float] | None = None,
+                best_pairs: list | None = None) -> list[Path]:
+    """The screen's plots; `best_metrics` (the best trial's metrics, for per-label F1) and
+    `best_pairs` (its (target, predicted) VAD) come from MLflow or from the trial's folder."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,8 +148,8 @@ def write_plots(c, rows: list[dict], out: Path) -> list[Path]:
 
     if done:
         best = done[0]
-        run = c.get_run(best["run_id"])
-        per_label = {k.split(".")[-1]: v for k, v in run.data.metrics.items() if k.startswith("dev.per_label_f1.")}
+        per_label = {k.split(".")[-1]: v for k, v in (best_metrics or {}).items()
+                     if k.startswith("dev.per_label_f1.")}
         fig, ax = plt.subplots(figsize=(7, 3.5))
         names = sorted(per_label)
         ax.bar(range(len(names)), [per_label[n] for n in names])
@@ -138,7 +158,7 @@ def write_plots(c, rows: list[dict], out: Path) -> list[Path]:
         ax.set_title(f"Per-label F1 of the best trial ({best['trial']})")
         paths.append(_save(fig, out / "best_per_label_f1.png"))
 
-        pairs = _vad_pairs(c, best["run_id"], out)
+        pairs = best_pairs or []
         fig, axes = plt.subplots(1, 3, figsize=(9, 3))
         for i, (ax, dim) in enumerate(zip(axes, "vad")):
             if pairs:
@@ -153,13 +173,12 @@ def write_plots(c, rows: list[dict], out: Path) -> list[Path]:
     return paths
 
 
-def _vad_pairs(c, run_id: str, scratch: Path) -> list[tuple[list[float], list[float]]]:
-    try:
-        local = c.download_artifacts(run_id, "dev/predictions.jsonl", str(scratch / "_best"))
-    except Exception:  # noqa: BLE001 - a trial without predictions just has no scatter
+def vad_pairs(predictions: str | Path | None) -> list[tuple[list[float], list[float]]]:
+    """(target, predicted) VAD of every parsed row of a predictions.jsonl."""
+    if predictions is None or not Path(predictions).is_file():
         return []
     pairs = []
-    for line in Path(local).read_text().splitlines():
+    for line in Path(predictions).read_text().splitlines():
         row = json.loads(line)
         gold, pred = row.get("gold_vad"), row.get("vad")
         if gold and pred:
@@ -167,11 +186,46 @@ def _vad_pairs(c, run_id: str, scratch: Path) -> list[tuple[list[float], list[fl
     return pairs
 
 
-def build_report(c, experiment_id: str, parent_run_id: str, out: Path, mode: str = "max") -> dict[str, Any]:
-    rows = trial_rows(c, experiment_id, parent_run_id, mode)
+def write_report(rows: list[dict], out: Path, best_metrics: dict | None = None,
+                 best_predictions: str | Path | None = None) -> dict[str, Any]:
     md, csv_path = write_tables(rows, out)
-    plots = write_plots(c, rows, out)
+    plots = write_plots(rows, out, best_metrics, vad_pairs(best_predictions))
     return {"rows": rows, "files": [md, csv_path, *plots]}
+
+
+def build_report(c, experiment_id: str, parent_run_id: str, out: Path, mode: str = "max") -> dict[str, Any]:
+    """The report of a screen from MLflow alone (`python -m emoloom report`)."""
+    rows = trial_rows(c, experiment_id, parent_run_id, mode)
+    best = _best(rows)
+    metrics, predictions = None, None
+    if best is not None:
+        metrics = c.get_run(best["run_id"]).data.metrics
+        try:
+            predictions = c.download_artifacts(best["run_id"], "dev/predictions.jsonl", str(out / "_best"))
+        except Exception:  # noqa: BLE001 - a trial without predictions just has no scatter
+            predictions = None
+    return write_report(rows, out, metrics, predictions)
+
+
+def journal_report(trials_dir: Path, out: Path, mode: str = "max") -> dict[str, Any]:
+    """The report of a screen from its trials' journals and folders: what the screen itself
+    writes when it ends, whether or not MLflow is reachable at that moment."""
+    from emoloom.journal import journals
+
+    views = {}
+    for path in journals(trials_dir):
+        state = json.loads(path.read_text())
+        views[path.parent.name] = {**state["view"], "run_id": state["run_id"], "run_name": path.parent.name}
+    rows = rank_rows(list(views.values()), mode)
+    best = _best(rows)
+    if best is None:
+        return write_report(rows, out)
+    folder = trials_dir / f"trial_{best['trial']}"
+    return write_report(rows, out, views[folder.name]["metrics"], folder / "dev" / "predictions.jsonl")
+
+
+def _best(rows: list[dict]) -> dict | None:
+    return next((r for r in rows if r["status"] == "FINISHED" and r["objective"] is not None), None)
 
 
 def latest_screen(c, experiment_name: str):

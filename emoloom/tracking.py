@@ -1,7 +1,8 @@
 """MLflow bookkeeping of a screen: one parent run per screen, one child run per trial.
 
 Runs are found again by tags (`emoloom.screen_hash`, `emoloom.trial_key`), which is what makes a
-resumed screen continue its runs instead of duplicating them. Everything goes through
+resumed screen continue its runs instead of duplicating them; `emoloom.journal` records every
+run locally first and replays it here. Everything goes through
 `MlflowClient` with an explicit tracking URI: Tune changes each trial's working directory.
 """
 from __future__ import annotations
@@ -72,33 +73,6 @@ def find_run(c, experiment_id: str, **tags: str):
     return runs[0] if runs else None
 
 
-def start_or_resume(c, experiment_id: str, run_name: str, tags: dict[str, str], key_tags: dict[str, str]):
-    """Return (run, resumed): the run carrying `key_tags`, created when missing."""
-    run = find_run(c, experiment_id, **key_tags)
-    if run is not None:
-        if run.info.status != "RUNNING" and run.info.status != "FINISHED":
-            c.update_run(run.info.run_id, status="RUNNING")
-        return run, True
-    return c.create_run(experiment_id, run_name=run_name, tags={**tags, **key_tags}), False
-
-
-def log_params(c, run_id: str, params: dict[str, Any]) -> None:
-    """Flattened dotted params; ones already logged are skipped (params are immutable)."""
-    from mlflow.entities import Param
-
-    existing = c.get_run(run_id).data.params
-    items = []
-    for key, value in flatten(params).items():
-        text = str(value)[:MAX_PARAM_CHARS]
-        if key in existing:
-            if existing[key] != text:
-                raise ValueError(f"param {key} of run {run_id} was {existing[key]!r}, now {text!r}")
-            continue
-        items.append(Param(key, text))
-    for i in range(0, len(items), 100):
-        c.log_batch(run_id, params=items[i:i + 100])
-
-
 def log_metrics(c, run_id: str, metrics: dict[str, Any], step: int = 0) -> None:
     from mlflow.entities import Metric
 
@@ -142,7 +116,12 @@ def register_best(c, run_id: str, model_name: str, artifact: str = "adapter") ->
         c.create_registered_model(model_name)
     except MlflowException:
         pass  # exists already
-    source = f"{c.get_run(run_id).info.artifact_uri}/{artifact}"
-    version = c.create_model_version(model_name, source=source, run_id=run_id)
+    # Idempotent: a screen run again (or replayed after an outage) keeps its one version.
+    existing = c.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    if existing:
+        version = max(existing, key=lambda v: int(v.version))
+    else:
+        source = f"{c.get_run(run_id).info.artifact_uri}/{artifact}"
+        version = c.create_model_version(model_name, source=source, run_id=run_id)
     c.set_registered_model_alias(model_name, "best", version.version)
-    return version.version
+    return str(version.version)

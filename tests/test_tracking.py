@@ -9,6 +9,7 @@ import time
 import pytest
 
 from emoloom import tracking
+from emoloom.journal import JOURNAL, RunJournal, plain_reason
 from emoloom.report import build_report, pareto_front
 
 
@@ -19,35 +20,39 @@ def store(tmp_path):
     return c, tracking.ensure_experiment(c, "exp", tmp_path / "artifacts"), tmp_path
 
 
-def make_screen(c, exp_id, trials):
-    parent, _ = tracking.start_or_resume(c, exp_id, "screen", tags={},
-                                         key_tags={tracking.SCREEN_TAG: "h1", tracking.ROLE_TAG: "screen"})
+def journal(tmp, c, exp_id, name, key_tags, tags=None, **kw):
+    return RunJournal(tmp / "journals" / name / JOURNAL, uri=c.tracking_uri, experiment_id=exp_id,
+                      run_name=name, key_tags=key_tags, tags=tags or {}, **kw)
+
+
+def make_screen(tmp, c, exp_id, trials):
+    parent = journal(tmp, c, exp_id, "screen", {tracking.SCREEN_TAG: "h1", tracking.ROLE_TAG: "screen"})
+    assert parent.sync()  # creates the run
     for name, status, metrics in trials:
-        run, _ = tracking.start_or_resume(c, exp_id, name, tags={tracking.PARENT_TAG: parent.info.run_id},
-                                          key_tags={tracking.SCREEN_TAG: "h1", tracking.ROLE_TAG: "trial",
-                                                    tracking.TRIAL_TAG: name})
-        tracking.log_params(c, run.info.run_id, {"model": {"name": "tiny-qwen2"}})
-        tracking.log_metrics(c, run.info.run_id, metrics)
-        tracking.finish(c, run.info.run_id, status, reason=None if status == "FINISHED" else "boom")
-    return parent.info.run_id
+        run = journal(tmp, c, exp_id, name, tags={tracking.PARENT_TAG: parent.run_id},
+                      key_tags={tracking.SCREEN_TAG: "h1", tracking.ROLE_TAG: "trial", tracking.TRIAL_TAG: name})
+        run.log_params({"model": {"name": "tiny-qwen2"}})
+        run.log_metrics(metrics)
+        run.finish(status, reason=None if status == "FINISHED" else "boom")
+    return parent.run_id
 
 
 def test_runs_are_found_again_by_their_tags_not_duplicated(store):
-    c, exp_id, _ = store
+    c, exp_id, tmp = store
     keys = {tracking.SCREEN_TAG: "abc", tracking.TRIAL_TAG: "t1"}
-    first, resumed1 = tracking.start_or_resume(c, exp_id, "t1", tags={}, key_tags=keys)
-    second, resumed2 = tracking.start_or_resume(c, exp_id, "t1", tags={}, key_tags=keys)
-    assert (resumed1, resumed2) == (False, True)
-    assert first.info.run_id == second.info.run_id
+    first = journal(tmp, c, exp_id, "t1", keys)
+    first.sync()
+    (tmp / "journals" / "t1" / JOURNAL).unlink()  # even without its journal, the run is found
+    second = journal(tmp, c, exp_id, "t1", keys)
+    second.sync()
+    assert first.run_id == second.run_id
     assert len(c.search_runs([exp_id])) == 1
 
 
 def test_a_resumed_screen_finds_its_parent_run_not_a_newer_trial_run(store):
-    c, exp_id, _ = store
-    parent = make_screen(c, exp_id, [("a", "FINISHED", {"objective": 0.5})])  # trial starts later
-    again, resumed = tracking.start_or_resume(c, exp_id, "screen", tags={},
-                                              key_tags={tracking.SCREEN_TAG: "h1", tracking.ROLE_TAG: "screen"})
-    assert resumed and again.info.run_id == parent
+    c, exp_id, tmp = store
+    parent = make_screen(tmp, c, exp_id, [("a", "FINISHED", {"objective": 0.5})])  # trial starts later
+    assert tracking.find_run(c, exp_id, **{tracking.SCREEN_TAG: "h1", tracking.ROLE_TAG: "screen"}).info.run_id == parent
 
 
 def test_local_artifacts_go_where_the_experiment_says(store):
@@ -56,18 +61,22 @@ def test_local_artifacts_go_where_the_experiment_says(store):
 
 
 def test_params_are_flattened_and_never_relogged_with_another_value(store):
-    c, exp_id, _ = store
-    run, _ = tracking.start_or_resume(c, exp_id, "r", tags={}, key_tags={tracking.TRIAL_TAG: "x"})
-    tracking.log_params(c, run.info.run_id, {"optim": {"lr": 0.001}, "lora": {"r": 8}})
-    tracking.log_params(c, run.info.run_id, {"optim": {"lr": 0.001}})  # same value: fine
-    assert c.get_run(run.info.run_id).data.params == {"optim.lr": "0.001", "lora.r": "8"}
-    with pytest.raises(ValueError, match="optim.lr"):
-        tracking.log_params(c, run.info.run_id, {"optim": {"lr": 0.1}})
+    c, exp_id, tmp = store
+    run = journal(tmp, c, exp_id, "r", {tracking.TRIAL_TAG: "x"})
+    run.log_params({"optim": {"lr": 0.001}, "lora": {"r": 8}})
+    run.log_params({"optim": {"lr": 0.001}})  # same value: fine
+    assert c.get_run(run.run_id).data.params == {"optim.lr": "0.001", "lora.r": "8"}
+    other = journal(tmp, c, exp_id, "r2", {tracking.TRIAL_TAG: "x"})  # same run, another journal
+    warnings = []
+    other._log = warnings.append
+    other.log_params({"optim": {"lr": 0.1}})
+    assert other.pending == 0 and "optim.lr" in warnings[0]  # MLflow keeps the first value
+    assert c.get_run(run.run_id).data.params["optim.lr"] == "0.001"
 
 
 def test_report_ranks_finished_trials_and_lists_failed_ones_last(store):
     c, exp_id, tmp = store
-    parent = make_screen(c, exp_id, [
+    parent = make_screen(tmp, c, exp_id, [
         ("a", "FINISHED", {"objective": 0.4, "dev": {"macro_f1": 0.4}, "train_seconds": 10}),
         ("b", "FAILED", {}),
         ("c", "FINISHED", {"objective": 0.7, "dev": {"macro_f1": 0.7, "per_label_f1": {"joy": 0.9}},
@@ -98,33 +107,109 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_against_a_real_mlflow_server(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}", "--artifacts-destination", str(tmp_path / "art")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 in its own process group; start() again after stop()
+    brings the same store back on the same port (an outage and its end)."""
+
+    def __init__(self, tmp_path):
+        self.tmp, self.port, self.proc = tmp_path, _free_port(), None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{self.tmp / 'srv.db'}",
+             "--artifacts-destination", str(self.tmp / "art")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
         deadline = time.time() + 120
         while True:
             try:
-                tracking.check_reachable(uri, timeout_s=2)
-                break
+                tracking.check_reachable(self.uri, timeout_s=2)
+                return self
             except RuntimeError:
-                if time.time() > deadline or server.poll() is not None:
+                if time.time() > deadline or self.proc.poll() is not None:
                     raise
                 time.sleep(1)
-        c = tracking.client(uri)
-        exp_id = tracking.ensure_experiment(c, "served")
-        parent = make_screen(c, exp_id, [("a", "FINISHED", {"objective": 0.5, "dev": {"macro_f1": 0.5}})])
-        (tmp_path / "note.txt").write_text("hello")
-        tracking.log_files(c, parent, [tmp_path / "note.txt"], artifact_path="report")
-        assert [f.path for f in c.list_artifacts(parent, "report")] == ["report/note.txt"]
-        child = tracking.child_runs(c, exp_id, parent)[0]
-        assert child.data.metrics["dev.macro_f1"] == 0.5 and child.info.status == "FINISHED"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def server(tmp_path):
+    srv = MlflowServer(tmp_path).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.slow
+def test_against_a_real_mlflow_server(tmp_path, server):
+    c = tracking.client(server.uri)
+    exp_id = tracking.ensure_experiment(c, "served")
+    parent = make_screen(tmp_path, c, exp_id, [("a", "FINISHED", {"objective": 0.5, "dev": {"macro_f1": 0.5}})])
+    (tmp_path / "note.txt").write_text("hello")
+    tracking.log_files(c, parent, [tmp_path / "note.txt"], artifact_path="report")
+    assert [f.path for f in c.list_artifacts(parent, "report")] == ["report/note.txt"]
+    child = tracking.child_runs(c, exp_id, parent)[0]
+    assert child.data.metrics["dev.macro_f1"] == 0.5 and child.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_an_outage_loses_nothing_the_journal_replays_it(tmp_path, server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a short client retry budget
+    c = tracking.client(server.uri)
+    exp_id = tracking.ensure_experiment(c, "outage")
+    run = journal(tmp_path, c, exp_id, "t", {tracking.TRIAL_TAG: "t"}, retry_after_s=0)
+    run.log_params({"optim": {"lr": 0.003}})
+    run.log_metrics({"objective": 0.1}, step=1)
+    assert run.pending == 0
+    server.stop()
+    warnings = []
+    run._log = warnings.append
+    (tmp_path / "predictions.jsonl").write_text("{}\n")
+    started = time.time()
+    run.log_metrics({"objective": 0.4, "dev": {"macro_f1": 0.4}}, step=2)  # never raises
+    run.log_files([tmp_path / "predictions.jsonl"], "dev")
+    run.finish()
+    assert time.time() - started < 30
+    assert run.pending == 3 and "ConnectionError" in run.state["last_error"]
+    assert len(warnings) == 1 and "replayed when MLflow answers" in warnings[0]
+    assert run.view["metrics"]["objective"] == 0.4 and run.status == "FINISHED"  # the local truth
+    server.start()
+    again = RunJournal.load(run.path)  # e.g. the screen's driver on resume
+    assert again.sync(force=True) and again.pending == 0
+    got = c.get_run(run.run_id)
+    assert got.info.status == "FINISHED"
+    assert got.data.metrics == {"objective": 0.4, "dev.macro_f1": 0.4}
+    assert [m.step for m in c.get_metric_history(run.run_id, "objective")] == [1, 2]
+    assert [f.path for f in c.list_artifacts(run.run_id, "dev")] == ["dev/predictions.jsonl"]
+
+
+def test_failure_reasons_name_the_original_exception_in_plain_text():
+    try:
+        try:
+            raise FileNotFoundError("no such file: data/train.tsv")
+        except FileNotFoundError as inner:
+            raise RuntimeError("\x1b[31mTrial raised\x1b[0m") from inner
+    except RuntimeError as exc:
+        assert plain_reason(exc) == "FileNotFoundError: no such file: data/train.tsv"
+
+    class Wrapped(Exception):  # what Ray's RayTaskError looks like: the cause on `.cause`
+        cause = ValueError("bad \x1b[1mrow\x1b[0m")
+
+    assert plain_reason(Wrapped("\x1b[36mray::trial\x1b[0m")) == "ValueError: bad row"
+
+
+def test_registering_the_same_best_twice_keeps_one_version(store):
+    c, exp_id, tmp = store
+    run = journal(tmp, c, exp_id, "best", {tracking.TRIAL_TAG: "b"})
+    (tmp / "adapter").mkdir()
+    (tmp / "adapter" / "adapter_config.json").write_text("{}")
+    run.log_files([tmp / "adapter"])
+    first = tracking.register_best(c, run.run_id, "m")
+    second = tracking.register_best(c, run.run_id, "m")
+    assert first == second == "1"
+    assert len(c.search_model_versions("name = 'm'")) == 1

@@ -96,10 +96,12 @@ def _scheduler(space: SearchSpace):
                          reduction_factor=a.reduction_factor)
 
 
-def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False) -> dict[str, Any]:
+def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
+               rerun: bool = False) -> dict[str, Any]:
     from ray import tune
 
-    from emoloom.report import build_report
+    from emoloom.journal import JOURNAL, RunJournal
+    from emoloom.report import journal_report
     from emoloom.screen.trial import TrialContext, run_trial
     from emoloom.versions import provenance
 
@@ -115,6 +117,11 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False) -
     exp_id = tracking.ensure_experiment(c, cfg.mlflow.experiment,
                                         storage / "mlartifacts" if local_store else None)
 
+    finished = finished_summary(exp_dir)
+    if finished is not None and not rerun:
+        return revisit(c, cfg, uri, exp_dir, finished)
+    if finished is not None:
+        set_aside(c, exp_id, exp_dir, digest)
     restorable = tune.Tuner.can_restore(str(exp_dir))
     if resume and not restorable:
         raise SystemExit(f"--resume: no interrupted screen at {exp_dir} (config hash {digest})")
@@ -122,25 +129,31 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False) -
     (exp_dir / "screen.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
     prov = provenance()
-    parent, resumed = tracking.start_or_resume(
-        c, exp_id, run_name=exp_name,
-        tags={"emoloom.config_hash": digest, "emoloom.space": cfg.space, **prov["tags"]},
-        key_tags={tracking.SCREEN_TAG: digest, tracking.ROLE_TAG: "screen"})
-    if not resumed:
-        tracking.log_params(c, parent.info.run_id, {
-            "screen": cfg.model_dump(mode="json", exclude={"train"}),
-            "space": {"metric": space.metric, "mode": space.mode, "num_trials": space.num_trials,
-                      "max_concurrent": space.max_concurrent, "params": ",".join(space.params)}})
-        tracking.log_files(c, parent.info.run_id, [exp_dir / "screen.yaml"])
+    parent = RunJournal(exp_dir / JOURNAL, uri=uri, experiment_id=exp_id, run_name=exp_name,
+                        tags={"emoloom.config_hash": digest, "emoloom.space": cfg.space, **prov["tags"]},
+                        key_tags={tracking.SCREEN_TAG: digest, tracking.ROLE_TAG: "screen"})
+    parent.reopen()
+    if not parent.sync(force=True):
+        raise RuntimeError(f"MLflow at {uri} did not take the screen's run: {parent.state['last_error']}")
+    parent.log_params({
+        "screen": cfg.model_dump(mode="json", exclude={"train"}),
+        "space": {"metric": space.metric, "mode": space.mode, "num_trials": space.num_trials,
+                  "max_concurrent": space.max_concurrent, "params": ",".join(space.params)}})
+    parent.log_files([exp_dir / "screen.yaml"])
+    trials_dir = exp_dir / "trials"
+    replay(trials_dir)  # what an earlier, interrupted run of this screen could not tell MLflow
 
-    ctx = TrialContext(tracking_uri=uri, experiment_id=exp_id, parent_run_id=parent.info.run_id,
+    ctx = TrialContext(tracking_uri=uri, experiment_id=exp_id, parent_run_id=parent.run_id,
                        screen_hash=digest, screen=cfg.model_dump(mode="json"),
-                       fixed=space.fixed, metric=space.metric, mode=space.mode, trials_dir=str(exp_dir / "trials"))
+                       fixed=space.fixed, metric=space.metric, mode=space.mode, trials_dir=str(trials_dir))
     where = init_ray(cfg)
     driver = {"cpu": cfg.resources.driver_cpus}
     if cfg.resources.driver_resource:  # e.g. `trial_driver`, offered only by the head (cluster/)
         driver[cfg.resources.driver_resource] = 1
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), driver)
+    # Tune snapshots its experiment every 10 s by default; a trial started after the last
+    # snapshot of a killed driver would be forgotten and its configuration sampled anew.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     if restorable:
         print(f"resuming screen {exp_name} from {exp_dir}", file=sys.stderr)
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
@@ -156,52 +169,140 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False) -
                                       verbose=1),
         )
     grid = tuner.fit()
-    _reconcile(c, exp_id, parent.info.run_id, digest, grid)
+    reconcile(ctx, grid)
+    pending = replay(trials_dir)
 
     out = exp_dir / "report"
-    report = build_report(c, exp_id, parent.info.run_id, out, space.mode)
-    tracking.log_files(c, parent.info.run_id, report["files"], artifact_path="report")
+    report = journal_report(trials_dir, out, space.mode)
+    parent.log_files(report["files"], artifact_path="report")
     rows = report["rows"]
     best = next((r for r in rows if r["status"] == "FINISHED" and r["objective"] is not None), None)
     summary = {"screen": exp_name, "config_hash": digest, "ray": where, "tracking_uri": uri,
-               "experiment_id": exp_id, "parent_run_id": parent.info.run_id,
+               "experiment_id": exp_id, "parent_run_id": parent.run_id,
                "trials": len(rows), "failed": sum(r["status"] == "FAILED" for r in rows),
                "stopped_early": sum(r["status"] == "STOPPED" for r in rows),
-               "wall_s": round(time.time() - t0, 1), "best": best, "report_dir": str(out)}
+               "wall_s": round(time.time() - t0, 1), "best": best, "report_dir": str(out),
+               "storage": str(exp_dir), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+               "registered_version": None}
     if best is not None:
-        tracking.set_tags(c, parent.info.run_id, {"emoloom.best_trial": best["trial"],
-                                                  "emoloom.best_run_id": best["run_id"]})
-        tracking.log_metrics(c, parent.info.run_id, {"best_objective": best["objective"],
-                                                      "wall_s": summary["wall_s"]})
-        if cfg.mlflow.registered_model:
-            try:
-                summary["registered_version"] = tracking.register_best(c, best["run_id"], cfg.mlflow.registered_model)
-            except Exception as exc:  # noqa: BLE001 - registry problems must not lose the screen
-                print(f"warning: could not register the best adapter: {exc}", file=sys.stderr)
-    tracking.finish(c, parent.info.run_id)
-    (exp_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        parent.set_tags({"emoloom.best_trial": best["trial"], "emoloom.best_run_id": best["run_id"]})
+        parent.log_metrics({"best_objective": best["objective"], "wall_s": summary["wall_s"]})
+        summary["registered_version"] = register(c, cfg, best)
+    parent.finish()
+    summary["pending_tracking"] = pending + (parent.pending > 0)
+    (exp_dir / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 
-def _reconcile(c, exp_id: str, parent_id: str, digest: str, grid) -> None:
-    """Give every trial's MLflow run a final status from Tune's view: failed trials FAILED with
-    the error (also when the trial process died before it could say so), ASHA-stopped ones
-    KILLED with tag emoloom.status=STOPPED."""
+SUMMARY = "summary.json"
+
+
+def finished_summary(exp_dir: Path) -> dict | None:
+    """The summary of a screen that ran to its end, else None (never run, or interrupted)."""
+    path = exp_dir / SUMMARY
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if "finished_at" in summary else None
+
+
+def revisit(c, cfg: ScreenConfig, uri: str, exp_dir: Path, summary: dict) -> dict:
+    """A finished screen run again: leave its results as they are; only hand MLflow what an
+    outage kept from it, and register its best if that could not be done before."""
+    from emoloom.journal import JOURNAL, RunJournal
+
+    pending = replay(exp_dir / "trials")
+    parent = exp_dir / JOURNAL
+    if parent.is_file() and not RunJournal.load(parent, uri).sync(force=True):
+        pending += 1
+    best = summary.get("best")
+    if best and summary.get("registered_version") is None and pending == 0:
+        summary["registered_version"] = register(c, cfg, best)
+    summary.update(pending_tracking=pending)
+    (exp_dir / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
+    print(f"screen {summary['screen']} already finished at {summary['finished_at']} ({exp_dir}); its "
+          f"results are kept as they are. Run it again from scratch with --rerun, or pick another name=.",
+          file=sys.stderr)
+    return {**summary, "already_finished": True}
+
+
+def set_aside(c, exp_id: str, exp_dir: Path, digest: str) -> Path:
+    """--rerun of a finished screen: keep the old results beside the new ones, under a new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    old = exp_dir.with_name(f"{exp_dir.name}.before-{stamp}")
+    exp_dir.rename(old)
+    run = tracking.find_run(c, exp_id, **{tracking.SCREEN_TAG: digest, tracking.ROLE_TAG: "screen"})
+    if run is not None:  # the old parent run is no longer the one this screen resumes into
+        tracking.set_tags(c, run.info.run_id, {tracking.SCREEN_TAG: f"{digest}.before-{stamp}"})
+    print(f"--rerun: the finished screen's files moved to {old}", file=sys.stderr)
+    return old
+
+
+def register(c, cfg: ScreenConfig, best: dict) -> str | None:
+    """Register the best trial's adapter (idempotent); None when it could not be done now."""
+    if not cfg.mlflow.registered_model:
+        return None
+    if not best.get("run_id"):
+        print("warning: the best trial's MLflow run does not exist yet (tracking outage); rerun the "
+              "same command when MLflow answers to register it", file=sys.stderr)
+        return None
+    try:
+        return tracking.register_best(c, best["run_id"], cfg.mlflow.registered_model)
+    except Exception as exc:  # noqa: BLE001 - registry problems must not lose the screen
+        from emoloom.journal import plain_reason
+
+        print(f"warning: could not register the best adapter: {plain_reason(exc)}", file=sys.stderr)
+        return None
+
+
+def replay(trials_dir: Path) -> int:
+    """Hand MLflow what the trials' journals hold and it has not taken; the number of journals
+    still pending (after the first failure the others are not tried: MLflow is away)."""
+    from emoloom.journal import RunJournal, journals
+
+    pending = 0
+    for path in journals(trials_dir):
+        journal = RunJournal.load(path)
+        if journal.run_id and not journal.pending:
+            continue
+        if pending or not journal.sync(force=True):
+            pending += 1
+    return pending
+
+
+def reconcile(ctx, grid) -> None:
+    """Give every trial's run a final status from Tune's view: failed trials FAILED with the
+    original error (also when the trial process died before it could say so), ASHA-stopped ones
+    KILLED with emoloom.status=STOPPED, and runs of trials Tune never recorded (started just
+    before a killed driver's last snapshot) KILLED with emoloom.status=INTERRUPTED. Written to
+    the journals; MLflow gets them with the next replay."""
+    from emoloom.journal import journals, plain_reason
+    from emoloom.screen.trial import trial_journal
+
+    seen = set()
     for result in grid:
         tid = trial_id_of(result.path)
-        run = tracking.find_run(c, exp_id, **{tracking.SCREEN_TAG: digest, tracking.ROLE_TAG: "trial",
-                                              tracking.TRIAL_TAG: tid}) if tid else None
-        if run is None:
+        if tid is None:
             continue
-        run_id = run.info.run_id
+        seen.add(tid)
+        journal = trial_journal(ctx, tid, autosync=False)  # replay() syncs
         if result.error is not None:
-            if run.info.status != "FAILED":
-                tracking.set_tags(c, run_id, {"emoloom.status": "FAILED"})
-                tracking.finish(c, run_id, "FAILED", reason=_short(result.error))
-        elif run.info.status == "RUNNING":
+            if journal.status != "FAILED":
+                journal.set_tags({"emoloom.status": "FAILED"})
+                journal.finish("FAILED", reason=plain_reason(result.error))
+        elif journal.status == "RUNNING":
             # Tune ended the trial without an error and without the trial finishing: ASHA stop.
-            tracking.set_tags(c, run_id, {"emoloom.status": "STOPPED"})
-            tracking.finish(c, run_id, "KILLED", reason="stopped early by ASHA")
+            journal.set_tags({"emoloom.status": "STOPPED"})
+            journal.finish("KILLED", reason="stopped early by ASHA")
+    for path in journals(ctx.trials_dir):
+        tid = trial_id_of(str(path.parent))
+        if tid in seen:
+            continue
+        journal = trial_journal(ctx, tid, autosync=False)  # replay() syncs
+        if journal.status == "RUNNING":
+            journal.set_tags({"emoloom.status": "INTERRUPTED"})
+            journal.finish("KILLED", reason="interrupted with the screen's driver before Tune recorded the "
+                                            "trial; Tune sampled another configuration in its place")
 
 
 def trial_dirname(trial) -> str:
@@ -212,8 +313,3 @@ def trial_dirname(trial) -> str:
 def trial_id_of(path: str | None) -> str | None:
     name = Path(path).name if path else ""
     return name.removeprefix("trial_") if name.startswith("trial_") else None
-
-
-def _short(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}"
-    return text if len(text) < 1500 else text[:1500] + " ..."

@@ -123,11 +123,31 @@ def objective_of(summary: dict, prefix: str = "dev") -> float:
     return float(value) if value is not None and math.isfinite(value) else 0.0
 
 
+def trial_journal(ctx: TrialContext, trial_id: str, autosync: bool = True):
+    """The trial's journal (its MLflow run, recorded locally first), created when missing."""
+    from emoloom.journal import JOURNAL, RunJournal
+
+    return RunJournal(Path(ctx.trials_dir) / f"trial_{trial_id}" / JOURNAL, uri=ctx.tracking_uri,
+                      experiment_id=ctx.experiment_id, run_name=f"trial_{trial_id}",
+                      tags={tracking.PARENT_TAG: ctx.parent_run_id, "emoloom.status": "RUNNING"},
+                      key_tags={tracking.SCREEN_TAG: ctx.screen_hash, tracking.ROLE_TAG: "trial",
+                                tracking.TRIAL_TAG: trial_id}, autosync=autosync)
+
+
+def tune_metrics(metrics: dict) -> dict:
+    """What a trial reports to Tune: every scalar except the per-label breakdown."""
+    return {k: v for k, v in metrics.items() if "per_label" not in k}
+
+
 def run_trial(config: dict, ctx: TrialContext) -> None:
-    """The Tune trainable: one candidate from sampled `config` to MLflow and a final report."""
+    """The Tune trainable: one candidate from sampled `config` to MLflow and a final report.
+
+    Everything MLflow should know goes through the trial's journal first, so a tracking outage
+    neither fails the trial nor loses its results."""
     from ray import tune
 
     from emoloom.eval.run import evaluate
+    from emoloom.journal import plain_reason
     from emoloom.train import fit
     from emoloom.versions import provenance
 
@@ -135,29 +155,23 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     screen = ctx.screen
     params = dict(config)
     out = Path(ctx.trials_dir) / f"trial_{trial_id}"
-    c = tracking.client(ctx.tracking_uri)
-    run, resumed = tracking.start_or_resume(
-        c, ctx.experiment_id, run_name=f"trial_{trial_id}",
-        tags={tracking.PARENT_TAG: ctx.parent_run_id, "emoloom.status": "RUNNING"},
-        key_tags={tracking.SCREEN_TAG: ctx.screen_hash, tracking.ROLE_TAG: "trial", tracking.TRIAL_TAG: trial_id})
-    run_id = run.info.run_id
-    if resumed and run.info.status == "FINISHED" and "objective" in run.data.metrics:
+    journal = trial_journal(ctx, trial_id)
+    if journal.status == "FINISHED" and "objective" in journal.view["metrics"]:
         # Finished after Tune's last snapshot of a killed driver: report again, never retrain.
-        tune.report({k: v for k, v in run.data.metrics.items() if "." not in k})
+        tune.report(tune_metrics(journal.view["metrics"]))
         return
+    journal.reopen()
     started = time.time()
     try:
         train_cfg = build_train_config(screen["train"], ctx.fixed, params, out / "train", screen["seed"])
-        tracking.log_params(c, run_id, train_cfg.model_dump(mode="json"))
+        journal.log_params(train_cfg.model_dump(mode="json"))
         dev, cross, files = eval_records(screen, train_cfg, screen["eval"]["dev_limit"])
         out.mkdir(parents=True, exist_ok=True)
         (out / "data_sha256.json").write_text(json.dumps(files, indent=1, sort_keys=True))
-        tracking.set_tags(c, run_id, {"emoloom.base_model": train_cfg.model.name,
-                                      "emoloom.train_config_hash": train_cfg.run_hash(),
-                                      "emoloom.data_sha256": _digest(files), **provenance()["tags"]})
+        journal.set_tags({"emoloom.base_model": train_cfg.model.name,
+                          "emoloom.train_config_hash": train_cfg.run_hash(),
+                          "emoloom.data_sha256": _digest(files), **provenance()["tags"]})
         epoch_dev = dev[: screen["eval"]["epoch_limit"]]
-
-        uri = ctx.tracking_uri
 
         def on_epoch(epoch: int, model, tokenizer, metrics: dict) -> dict:
             """KV-off decoding of a dev sample each epoch: the value ASHA compares at its rungs.
@@ -176,8 +190,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
             summary = summarize(quick, "epoch_dev")
             extra = {"objective": objective_of(summary, "epoch_dev"), "epoch": epoch,
                      "epoch_dev_parse_ok_rate": summary["epoch_dev.parse_ok_rate"]}
-            tracking.log_metrics(tracking.client(uri), run_id,
-                                 {**{k: v for k, v in metrics.items() if k != "epoch"}, **extra}, step=epoch)
+            journal.log_metrics({**{k: v for k, v in metrics.items() if k != "epoch"}, **extra}, step=epoch)
             return extra
 
         callbacks = []
@@ -203,18 +216,15 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         final["objective"] = objective_of(final)
         epochs_done = int(result.last("epoch", train_cfg.epochs))
         final["epoch"] = epochs_done
-        tracking.log_metrics(c, run_id, final, step=epochs_done)
-        tracking.log_files(c, run_id, [out / "dev" / "predictions.jsonl", out / "dev" / "metrics.json"], "dev")
-        tracking.log_files(c, run_id, [p for p in (out / "cross").glob("*")], "cross")
-        tracking.log_files(c, run_id, [out / "train" / "config.yaml", out / "train" / "metrics.json",
-                                       out / "data_sha256.json"])
-        tracking.log_files(c, run_id, [result.adapter])
-        tracking.set_tags(c, run_id, {"emoloom.status": "FINISHED"})
-        tracking.finish(c, run_id)
-        tune.report({k: v for k, v in final.items() if "per_label" not in k})
+        journal.log_metrics(final, step=epochs_done)
+        journal.log_files([out / "dev" / "predictions.jsonl", out / "dev" / "metrics.json"], "dev")
+        journal.log_files(sorted((out / "cross").glob("*")), "cross")
+        journal.log_files([out / "train" / "config.yaml", out / "train" / "metrics.json", out / "data_sha256.json"])
+        journal.log_files([result.adapter])
+        journal.set_tags({"emoloom.status": "FINISHED"})
+        journal.finish()
+        tune.report(tune_metrics(final))
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        tracking.set_tags(c, run_id, {"emoloom.status": "FAILED",
-                                      "emoloom.traceback": traceback.format_exc()[-4000:]})
-        tracking.finish(c, run_id, "FAILED", reason=reason[:1500])
+        journal.set_tags({"emoloom.status": "FAILED", "emoloom.traceback": traceback.format_exc()[-4000:]})
+        journal.finish("FAILED", reason=plain_reason(exc))
         raise
