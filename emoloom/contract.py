@@ -114,6 +114,13 @@ class Record(BaseModel):
         return self
 
 
+def record_error(exc: ValidationError) -> str:
+    """One line for a record that failed validation: 'invalid record: <field>: <reason>'."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "record"
+    return f"invalid record: {field}: {err['msg'].removeprefix('Value error, ')}"
+
+
 def _dedupe(items) -> list[str]:
     return list(dict.fromkeys(items))
 

@@ -173,7 +173,12 @@ class Lexicon:
     def load(cls, path: str | os.PathLike) -> "Lexicon":
         """Read an NRC-VAD TSV, a Warriner CSV or the built-in TSV (format told by content)."""
         path = Path(path)
-        raw = path.read_bytes()
+        if path.is_dir():
+            raise ValueError(f"{path}: is a folder; a lexicon is one file (NRC-VAD TSV or Warriner CSV)")
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such lexicon file") from None
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -361,26 +366,28 @@ def weak_vad(text: str, labels: list[str], lexicon: Lexicon,
              label_weight: float = 0.5) -> tuple[VAD, str, list[str]]:
     """(vad, vad_source, cue_words) for a text with gold `labels`.
 
-    * words matched and labels given: (1 - label_weight) * lexicon + label_weight * anchor
-    * no word matched: the labels' mean anchor alone
-    * no labels: the lexicon mean alone
+    * words matched and labels given: (1 - label_weight) * lexicon + label_weight * anchor,
+      source "lexicon"
+    * no labels: the lexicon mean alone, source "lexicon"
+    * no word matched: the labels' mean anchor alone, source "label_anchor" (no lexicon in it)
     * neither: (0.5, 0.5, 0.5) with source "none"
     """
     if not 0.0 <= label_weight <= 1.0:
         raise ValueError(f"label_weight must be in [0, 1], got {label_weight}")
     lex, cues = lexicon.text_vad(text)
     prior = _label_anchor(labels)
+    source = "lexicon"
     if lex is not None and prior is not None:
         w = label_weight
         vad = tuple((1.0 - w) * x + w * p for x, p in zip(lex, prior))
     elif lex is not None:
         vad = lex
     elif prior is not None:
-        vad = prior
+        vad, source = prior, "label_anchor"
     else:
         return VAD(v=NEUTRAL_VAD[0], a=NEUTRAL_VAD[1], d=NEUTRAL_VAD[2]), "none", []
     v, a, d = (min(1.0, max(0.0, x)) for x in vad)  # guard float drift past the bounds
-    return VAD(v=v, a=a, d=d), "lexicon", cues
+    return VAD(v=v, a=a, d=d), source, cues
 
 
 def with_weak_vad(record: Record, lexicon: Lexicon, label_weight: float = 0.5) -> Record:

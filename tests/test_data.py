@@ -65,7 +65,8 @@ def test_goemotions_dev_stats_checksum(goemotions_dev):
     assert path.endswith("dev.tsv") and digest == GOEMOTIONS_DEV_SHA256
     assert stats["records"] == 5426 and stats["skipped"] == 0
     assert stats["labels"]["neutral"] == 1766 and list(stats["labels"]) == list(GOEMOTIONS)
-    assert sum(stats["vad_source"].values()) == 5426 and stats["vad_source"]["gold"] == 0
+    # 837 dev texts have no lexicon word: their target is the label anchor alone, tagged as such
+    assert stats["vad_source"] == {"gold": 0, "lexicon": 5426 - 837, "label_anchor": 837, "none": 0}
     assert stats["lexicon"]["name"] and stats["lexicon"]["sha256"]
     json.dumps(stats)  # JSON-able
 
@@ -210,6 +211,31 @@ def test_goemotions_bad_rows(tmp_path):
         load_corpus("goemotions", path, "dev", strict=True)
 
 
+def test_goemotions_stray_quote_costs_one_row(tmp_path):
+    # With quote processing over the whole file, the stray quote opened a field that swallowed
+    # the next rows (up to a closing quote) and the loss was reported as one bad row.
+    path = tmp_path / "dev.tsv"
+    rows = [f"row {i}\t{i % 28}\tid{i}\n" for i in range(1, 21)]
+    path.write_text('"stray quote\t27\tid0\n' + "".join(rows) + '"""quoted"" start"\t27\tid21\n', encoding="utf-8")
+    res = load_corpus("goemotions", path, "dev")
+    assert [r.id for r in res.records] == [f"id{i}" for i in range(1, 21)] + ["id21"]
+    assert res.records[-1].text == '"quoted" start'  # well-formed quoting is still read as CSV
+    assert res.skipped == [f"{path}:1: unreadable CSV row: unexpected end of data (unclosed '\"' quote)"]
+    with pytest.raises(BadRowError, match=rf"{path.name}:1: unreadable CSV row"):
+        load_corpus("goemotions", path, "dev", strict=True)
+
+
+def test_goemotions_quoted_rows_read_as_csv(shared_data):
+    # The release does CSV-quote the texts that contain '"' (137 dev rows): reading line by line
+    # must give exactly what csv gives for the whole (well-formed) file.
+    import csv
+
+    path = need(shared_data, "goemotions/dev.tsv")
+    with open(path, encoding="utf-8", newline="") as f:
+        reference = [row[0] for row in csv.reader(f, delimiter="\t")]
+    assert [r.text for r in load_corpus("goemotions", path, "dev").records] == reference
+
+
 def test_oversized_csv_field_is_reported_and_reading_goes_on(tmp_path):
     path = tmp_path / "big.tsv"
     path.write_text("ok\t1\ta\n" + "x" * 140_000 + "\t2\tb\nfine\t3\tc\n", encoding="utf-8")
@@ -225,8 +251,7 @@ def test_dailydialog_bad_rows(tmp_path):
         b"hi there . __eou__ hello ! __eou__\n"
         b"one __eou__ two __eou__ three __eou__\n"
         b"bad \xff bytes __eou__\n"
-        b"x __eou__ y __eou__\n"
-        b"orphan line __eou__\n")
+        b"x __eou__ y __eou__\n")
     (d / "dialogues_emotion_validation.txt").write_text("0 4 \n0 1 \n0 \n0 9 \n", encoding="ascii")
     res = load_corpus("dailydialog", d, "validation")
     assert [(r.text, r.labels, r.context) for r in res.records] == [
@@ -235,8 +260,24 @@ def test_dailydialog_bad_rows(tmp_path):
     assert res.skipped[0].startswith(f"{dia}:2: 3 utterances but 2 emotion labels")
     assert res.skipped[1].startswith(f"{dia}:3: undecodable text")
     assert res.skipped[2].startswith(f"{dia}:4: unknown emotion id '9'")
-    assert res.skipped[3].startswith(f"{dia}:5: no matching line")
-    assert len(res.skipped) == 4
+    assert len(res.skipped) == 3
+
+
+def test_dailydialog_line_count_mismatch_is_an_error(tmp_path):
+    # One missing line in the emotion file shifts every later dialogue onto the wrong labels,
+    # and the dialogues whose turn counts happen to agree would be kept, wrongly labelled.
+    d = tmp_path / "validation"
+    d.mkdir()
+    dia, emo = d / "dialogues_validation.txt", d / "dialogues_emotion_validation.txt"
+    dia.write_text("".join(f"a{i} __eou__ b{i} __eou__\n" for i in range(6)), encoding="utf-8")
+    emo.write_text("".join(f"{i % 7} 0 \n" for i in range(6) if i != 2), encoding="ascii")
+    for strict in (False, True):
+        with pytest.raises(ValueError, match="lines") as exc:
+            load_corpus("dailydialog", d, "validation", strict=strict)
+        msg = str(exc.value)
+        assert f"{dia} has 6 lines" in msg and f"{emo} has 5" in msg
+    emo.write_text("".join(f"{i % 7} 0 \n" for i in range(6)), encoding="ascii")  # aligned again
+    assert len(load_corpus("dailydialog", d, "validation").records) == 12
 
 
 def test_missing_source_is_clear(tmp_path):
@@ -290,7 +331,9 @@ def test_prepare_jsonl_round_trip(tmp_path):
         write_jsonl(load_corpus("goemotions", src, "dev").with_weak_vad(), out)
     written = [Record.model_validate_json(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r.id for r in written] == ["a1", "a2", "a3"]
-    assert all(r.vad is not None and r.vad_source == "lexicon" for r in written)
+    assert all(r.vad is not None for r in written)
+    # "the bus is late" has no lexicon word: its target is the neutral label's anchor alone
+    assert [r.vad_source for r in written] == ["lexicon", "lexicon", "label_anchor"]
     assert written[1].labels == ["sadness", "disappointment"]
     back = load_corpus("jsonl", out, "dev")
     assert back.records == written and back.skipped == [] and back.taxonomy == "goemotions"
@@ -299,14 +342,104 @@ def test_prepare_jsonl_round_trip(tmp_path):
     assert [r.model_copy(update={"vad": None, "vad_source": "none"}) for r in back.records] == plain
 
 
+def test_limit_zero_means_zero(tmp_path):
+    from emoloom.data import write_synthetic
+
+    write_synthetic(tmp_path / "syn", size=30)
+    jsonl = tmp_path / "r.jsonl"
+    jsonl.write_text(json.dumps({"id": "a", "text": "x"}) + "\n", encoding="utf-8")
+    sources = [("goemotions", tmp_path / "syn" / "goemotions", "dev"),
+               ("empathetic", tmp_path / "syn" / "empathetic", "valid"),
+               ("dailydialog", tmp_path / "syn" / "dailydialog", "validation"),
+               ("jsonl", jsonl, None), ("synthetic", tmp_path / "syn", "dev")]
+    for corpus, src, split in sources:
+        res = load_corpus(corpus, src, split, limit=0)
+        assert res.records == [] and res.files, corpus  # the files are still read and checked
+        assert len(load_corpus(corpus, src, split, limit=1).records) == 1, corpus
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        load_corpus("jsonl", jsonl, None, limit=-1)
+
+
+def test_cli_limit_zero_and_negative(tmp_path, capsys):
+    from emoloom.__main__ import main
+
+    src = tmp_path / "dev.tsv"
+    src.write_text("so happy\t17\ta1\nso sad\t25\ta2\n", encoding="utf-8")
+    assert main(["data", "stats", "--corpus", "goemotions", "--source", str(src), "--limit", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["records"] == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "stats", "--corpus", "goemotions", "--source", str(src), "--limit", "-1"])
+    assert exc.value.code == 2
+    assert "--limit: must be >= 0 (0 reads no records), got -1" in capsys.readouterr().err
+
+
+def test_label_anchor_is_its_own_vad_source(tmp_path):
+    src = tmp_path / "dev.tsv"
+    src.write_text("i am so happy\t17\ta1\nqwzx blorp\t2\ta2\n", encoding="utf-8")
+    res = load_corpus("goemotions", src, "dev")
+    assert [r.vad_source for r in res.with_weak_vad()] == ["lexicon", "label_anchor"]
+    assert res.stats()["vad_source"] == {"gold": 0, "lexicon": 1, "label_anchor": 1, "none": 0}
+
+
+def test_prepare_skips_lone_surrogate_record_and_keeps_the_rest(tmp_path, capsys):
+    from emoloom.__main__ import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join([json.dumps({"id": "a", "text": "so happy"}),
+                              json.dumps({"id": "b", "text": "bad \ud800 text"}),
+                              json.dumps({"id": "c", "text": "so sad"})]) + "\n", encoding="utf-8")
+    assert "\\ud800" in src.read_text()  # the escape, as JSON writes it
+    out = tmp_path / "out.jsonl"
+    assert main(["data", "prepare", "--corpus", "jsonl", "--source", str(src), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped {src}:2: invalid record: text: lone surrogate U+D800 at character 4" in err
+    assert [json.loads(l)["id"] for l in out.read_text(encoding="utf-8").splitlines()] == ["a", "c"]
+
+
+def test_write_jsonl_is_atomic(tmp_path):
+    from emoloom.data.jsonl import write_jsonl
+
+    out = tmp_path / "records.jsonl"
+    out.write_text("old content\n", encoding="utf-8")
+
+    def records():
+        yield Record(id="a", text="fine")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_jsonl(records(), out)
+    assert out.read_text(encoding="utf-8") == "old content\n"  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["records.jsonl"]  # no temp file left
+    write_jsonl([Record(id="b", text="new")], out)
+    assert [json.loads(l)["id"] for l in out.read_text(encoding="utf-8").splitlines()] == ["b"]
+
+
+def test_cli_folders_where_files_are_expected(tmp_path, capsys):
+    from emoloom.__main__ import main
+
+    src = tmp_path / "dev.tsv"
+    src.write_text("so happy\t17\ta1\n", encoding="utf-8")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    base = ["--corpus", "goemotions", "--source", str(src)]
+    cases = [(["data", "stats", *base, "--lexicon", str(folder)], "--lexicon"),
+             (["data", "prepare", *base, "--out", str(folder)], "--out"),
+             (["data", "synth", "--out", str(src), "--size", "5"], "--out")]
+    for argv, option in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and option in err[0], err
+        assert str(folder if option == "--lexicon" or "prepare" in argv else src) in err[0], err
+    assert src.read_text(encoding="utf-8") == "so happy\t17\ta1\n"
+
+
 def test_weak_vad_keeps_gold(tmp_path):
     path = tmp_path / "gold.jsonl"
     path.write_text(json.dumps({"id": "g", "text": "calm", "vad": {"v": 0.1, "a": 0.2, "d": 0.3},
                                 "vad_source": "gold"}) + "\n" + json.dumps({"id": "h", "text": "happy"}) + "\n")
     res = load_corpus("jsonl", path, "train")
     stats = res.stats()
-    assert stats["vad_source"]["gold"] == 1 and stats["vad_source"]["gold"] + stats["vad_source"]["lexicon"] + \
-        stats["vad_source"]["none"] == 2
+    assert stats["vad_source"]["gold"] == 1 and sum(stats["vad_source"].values()) == 2
     assert res.with_weak_vad()[0].vad.as_tuple() == (0.1, 0.2, 0.3)
 
 

@@ -110,3 +110,38 @@ def test_unknown_gold_labels_are_reported_with_file_and_line(tmp_path, capsys):
     assert f"{src}:2:" in err
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["data"]["records"] == 2 and metrics["data"]["skipped"][0].startswith(f"{src}:2:")
+
+
+def test_predict_skips_lone_surrogate_record_and_predicts_the_rest(capsys):
+    import io
+
+    from emoloom.__main__ import build_parser
+    from emoloom.eval.cli import run_predict
+
+    args = build_parser("predict").parse_args(["predict", "--model", "tiny-qwen2", "--max-new-tokens", "4"])
+    lines = [json.dumps({"id": "a", "text": "so happy"}),
+             json.dumps({"id": "b", "text": "bad \ud800 text"}),  # JSON carries it as the escape \ud800
+             json.dumps({"id": "c", "text": "so sad", "context": ["fine", "\udc00"]}),
+             json.dumps({"id": "d", "text": "so sad"})]
+    out, err = io.StringIO(), io.StringIO()
+    assert run_predict(args, io.StringIO("\n".join(lines) + "\n"), out, err) == 1
+    assert [json.loads(line)["id"] for line in out.getvalue().splitlines()] == ["a", "d"]
+    assert err.getvalue().splitlines() == [
+        "<stdin>:2: invalid record: text: lone surrogate U+D800 at character 4 (not valid Unicode text)",
+        "<stdin>:3: invalid record: context: turn 1: lone surrogate U+DC00 at character 0 (not valid Unicode text)",
+    ]
+
+
+def test_evaluate_limit_zero_means_zero_and_negative_is_rejected(tmp_path, capsys):
+    from emoloom.__main__ import main
+
+    src = tmp_path / "dev.tsv"
+    src.write_text("so happy\t17\ta1\nso sad\t25\ta2\n", encoding="utf-8")
+    base = ["evaluate", "--model", "tiny-qwen2", "--corpus", "goemotions", "--source", str(src),
+            "--out", str(tmp_path / "out"), "--max-new-tokens", "4", "--bootstrap", "0", "--no-progress"]
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "--limit", "-1"])
+    assert exc.value.code == 2 and "--limit: must be >= 0 (0 reads no records), got -1" in capsys.readouterr().err
+    assert main([*base, "--limit", "0"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["records"] == 0
+    assert (tmp_path / "out" / "predictions.jsonl").read_text() == ""

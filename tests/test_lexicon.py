@@ -151,9 +151,9 @@ def test_weak_vad_blends_lexicon_and_labels(lex):
 
 
 def test_weak_vad_fallbacks(lex):
-    # no word matched -> the labels' anchor alone, whatever the weight
+    # no word matched -> the labels' anchor alone, whatever the weight, tagged as such
     vad, src, cues = weak_vad("qwzx blorp", ["anger", "disgust"], lex, label_weight=0.1)
-    assert src == "lexicon" and cues == []
+    assert src == "label_anchor" and cues == []
     assert vad.as_tuple() == pytest.approx(anchor(["anger", "disgust"]))
     # no labels -> the lexicon alone
     vad, src, _ = weak_vad("furious", [], lex, label_weight=0.9)
@@ -186,6 +186,10 @@ def test_with_weak_vad_fills_and_keeps_gold(lex):
 
     empty = with_weak_vad(Record(id="3", text="qwzx"), lex)
     assert empty.vad == VAD(v=0.5, a=0.5, d=0.5) and empty.vad_source == "none"
+
+    anchored = with_weak_vad(Record(id="4", text="qwzx", labels=["anger"]), lex)
+    assert anchored.vad_source == "label_anchor"
+    assert anchored.vad == VAD(**dict(zip("vad", anchor(["anger"])))).rounded()
 
 
 def test_rationale_for(lex):
@@ -259,6 +263,15 @@ def test_unrecognised_and_empty_files(tmp_path):
     e.write_text("# nothing\n\n")
     with pytest.raises(ValueError, match="no lexicon entries"):
         Lexicon.load(e)
+
+
+def test_folder_or_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=rf"{tmp_path}: is a folder; a lexicon is one file"):
+        Lexicon.load(tmp_path)
+    with pytest.raises(ValueError, match=rf"{tmp_path}: is a folder"):
+        load_lexicon(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path / 'nope.tsv'}: no such lexicon file"):
+        Lexicon.load(tmp_path / "nope.tsv")
 
 
 def test_warriner_layout_small(tmp_path):

@@ -14,9 +14,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from emoloom.contract import Record
+from emoloom.contract import Record, VadSource
 from emoloom.labels import TAXONOMIES, taxonomy as taxonomy_labels, to_ekman
 
 
@@ -237,7 +237,7 @@ class LoadResult:
             order += [l for l in TAXONOMIES[tax] if l not in order]
         order += sorted(l for l in labels if l not in order)
 
-        vad_source: Counter[str] = Counter({"gold": 0, "lexicon": 0, "none": 0})
+        vad_source: Counter[str] = Counter(dict.fromkeys(get_args(VadSource), 0))  # zeros shown too
         sums = [0.0, 0.0, 0.0]
         n_vad = 0
         for r in records_with_vad:

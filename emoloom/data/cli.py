@@ -8,6 +8,9 @@
                  the synthetic corpora in the original file formats
 
 Exit status: 0 ok, 1 bad input (missing file, bad row under --strict, hub offline), 2 usage.
+Input records holding a lone surrogate (a broken \\ud800 escape in JSONL: no valid Unicode text)
+are reported as file:line and skipped, not repaired. Output files are written atomically: a
+failed run leaves an existing --out file as it was.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         p.add_argument("--taxonomy", default=None,
                        help="jsonl: taxonomy of records that carry none (default goemotions); synthetic: "
                             "which sub-corpus; others: their own or 'ekman' (projected)")
-        p.add_argument("--limit", type=int, default=None, help="read at most N records")
+        p.add_argument("--limit", type=non_negative_int, default=None, help="read at most N records (0: none)")
         p.add_argument("--context-turns", type=int, default=5, help="DailyDialog: previous turns kept as context")
         p.add_argument("--label-weight", type=float, default=0.5,
                        help="weight of the label VAD anchor in the lexicon-weak VAD target")
@@ -45,9 +48,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     corpus_args(p)
     p.set_defaults(func=cmd_stats)
 
-    p = sub.add_parser("prepare", help="write records with lexicon-weak VAD targets as JSONL")
+    p = sub.add_parser("prepare", help="write records with lexicon-weak VAD targets as JSONL",
+                       description="Write records with lexicon-weak VAD targets as JSONL. Records "
+                                   "whose text holds a lone surrogate (a broken \\ud800 escape) "
+                                   "are reported as file:line and skipped, not repaired; the output "
+                                   "is written atomically (an existing file survives a failed run).")
     corpus_args(p)
-    p.add_argument("--out", required=True, help="output .jsonl path")
+    p.add_argument("--out", required=True, help="output .jsonl path (a file, not a folder)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("synth", help="write the synthetic corpora (original file formats)")
@@ -56,6 +63,17 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="train examples per corpus (default 2000)")
     p.set_defaults(func=cmd_synth)
     return data
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of --limit: 0 reads no records; a negative count is a usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 reads no records), got {value}")
+    return value
 
 
 def _load(args):
@@ -85,7 +103,7 @@ def _run(fn, args) -> int:
 
     try:
         return fn(args)
-    except (BadRowError, HubOfflineError, FileNotFoundError, ValueError) as exc:
+    except (BadRowError, HubOfflineError, OSError, ValueError) as exc:  # OSError: the message names the path
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -105,7 +123,10 @@ def cmd_synth(args) -> int:
 def _lexicon(args):
     from emoloom.lexicon import load_lexicon
 
-    return load_lexicon(args.lexicon)
+    try:
+        return load_lexicon(args.lexicon)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--lexicon: {exc}") from None
 
 
 def _stats(args) -> int:
@@ -122,6 +143,8 @@ def _prepare(args) -> int:
 
     from emoloom.data.jsonl import write_jsonl
 
+    if Path(args.out).is_dir():  # before any reading: fail in a second, not after the corpus
+        raise ValueError(f"--out {args.out} is a folder; give a file path such as {Path(args.out) / 'records.jsonl'}")
     lexicon = _lexicon(args)
     res = _load(args)
     _report_skipped(res.skipped)
@@ -138,7 +161,10 @@ def _synth(args) -> int:
 
     if args.size is not None and args.size < 1:
         raise ValueError(f"--size must be >= 1, got {args.size}")
-    files = write_synthetic(args.out, seed=args.seed, size=args.size)
+    try:
+        files = write_synthetic(args.out, seed=args.seed, size=args.size)
+    except ValueError as exc:
+        raise ValueError(f"--out: {exc}") from None
     for key, path in files.items():
         print(f"{key}\t{path}", file=sys.stderr)
     print(json.dumps({k: str(v) for k, v in files.items()}, indent=2))

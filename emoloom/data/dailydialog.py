@@ -7,7 +7,9 @@ Official split files (lines aligned, one dialogue per line):
 
 A dialogue whose utterance and label counts differ (train line 7,852 of the release has 12
 utterances and 11 labels) is reported and skipped as a whole: which label belongs to which turn
-cannot be known, so no turn of it is labelled.
+cannot be known, so no turn of it is labelled. Files whose line counts differ are an error, not
+bad rows: one missing line shifts every later dialogue onto the wrong labels, and the dialogues
+whose turn counts still agree would be kept, wrongly labelled.
 """
 from __future__ import annotations
 
@@ -103,15 +105,16 @@ def read_split(source, split: str | None, report: Report, limit: int | None = No
     for lines in (dia_lines, emo_lines):
         if lines and lines[-1].strip() == b"":
             lines.pop()  # the final newline
+    if len(dia_lines) != len(emo_lines):
+        raise ValueError(
+            f"{CORPUS}: {dia_path} has {len(dia_lines)} lines but {emo_path} has {len(emo_lines)}; "
+            "the files of a split pair up line by line, so every dialogue after a missing or extra "
+            "line would get another dialogue's labels")
     records: list[Record] = []
-    for i in range(max(len(dia_lines), len(emo_lines))):
+    if limit == 0:
+        return records
+    for i in range(len(dia_lines)):
         line = i + 1
-        if i >= len(dia_lines):
-            report.bad(emo_path, line, f"no matching line in {dia_path.name} ({len(dia_lines)} lines)")
-            continue
-        if i >= len(emo_lines):
-            report.bad(dia_path, line, f"no matching line in {emo_path.name} ({len(emo_lines)} lines)")
-            continue
         try:
             text = dia_lines[i].rstrip(b"\r").decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -133,6 +136,8 @@ def from_hub_rows(rows: Iterable[dict], where: str, split: str, report: Report, 
                   context_turns: int = DEFAULT_CONTEXT_TURNS) -> list[Record]:
     """Rows of `li2017dailydialog/daily_dialog` (dialog: list of str, emotion: list of int)."""
     records: list[Record] = []
+    if limit == 0:
+        return records
     for i, row in enumerate(rows):
         utterances = [str(u).strip() for u in row.get("dialog") or []]
         ids, why = check_dialogue(utterances, list(row.get("emotion") or []))

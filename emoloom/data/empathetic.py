@@ -58,13 +58,15 @@ def read_csv(source, split: str | None, report: Report, limit: int | None = None
         header_line = f.readline()
         header = tuple(h.strip() for h in next(csv.reader([header_line]), []))
         if set(ORIGINAL_COLUMNS[:4]) <= set(header) and "utterance" in header:
-            return _read_original(f, header, path, split, report, limit)
-        if "text" in header and "label" in header:
-            return _read_situations(f, header, path, split, report, limit)
-    raise ValueError(
-        f"{path}:1: unrecognised EmpatheticDialogues header {list(header)}; expected the original "
-        f"{','.join(ORIGINAL_COLUMNS)} or the situation-level {','.join(SITUATION_COLUMNS)}"
-    )
+            read = _read_original
+        elif "text" in header and "label" in header:
+            read = _read_situations
+        else:
+            raise ValueError(
+                f"{path}:1: unrecognised EmpatheticDialogues header {list(header)}; expected the original "
+                f"{','.join(ORIGINAL_COLUMNS)} or the situation-level {','.join(SITUATION_COLUMNS)}"
+            )
+        return [] if limit == 0 else read(f, header, path, split, report, limit)
 
 
 def _read_situations(f, header, path: Path, split: str, report: Report, limit: int | None) -> list[Record]:
@@ -149,4 +151,6 @@ def _conversations(rows: Iterable[tuple[int, dict]], where: str, split: str, rep
 
 def from_hub_rows(rows: Iterable[dict], where: str, split: str, report: Report, limit: int | None) -> list[Record]:
     """Rows of `facebook/empathetic_dialogues` (conv_id, utterance_idx, context, prompt, ...)."""
+    if limit == 0:
+        return []
     return _conversations(((i, row) for i, row in enumerate(rows)), where, split, report, limit)

@@ -1,8 +1,10 @@
 """GoEmotions (Demszky et al., 2020): the original TSV release and the hub's `simplified` config.
 
 TSV: no header, 3 columns: text, comma-separated label ids (0-27, index into emotions.txt),
-Reddit comment id. Some text fields are CSV-quoted, so the file is read with `csv` (tab
-delimiter, default quoting). Multi-label.
+Reddit comment id. Multi-label. One row per line (no field of the release spans lines), but
+texts that contain '"' are CSV-quoted (137 dev rows): each line is unquoted on its own with
+`csv` (tab delimiter, strict), so a stray '"' costs its own row only; read as one CSV stream,
+the field it opens swallows every row up to the next quote.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Iterable
 from emoloom.contract import Record
 from emoloom.labels import GOEMOTIONS
 
-from .base import Report, csv_rows, has_undecodable, resolve_split_file
+from .base import Report, has_undecodable, resolve_split_file
 
 CORPUS = "goemotions"
 TAXONOMY = "goemotions"
@@ -48,9 +50,21 @@ def read_tsv(source, split: str | None, report: Report, limit: int | None = None
     path, split = resolve(source, split)
     report.file(path)
     records: list[Record] = []
+    if limit == 0:
+        return records
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        for line, row in csv_rows(csv.reader(f, delimiter="\t"), path, report):
+    # newline="\n": rows end at "\n" only (a lone "\r" inside a comment is text)
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="\n") as f:
+        for line, raw in enumerate(f, start=1):
+            raw = raw.removesuffix("\n").removesuffix("\r")
+            if not raw:
+                continue  # blank lines are no rows
+            try:
+                row = next(csv.reader([raw], delimiter="\t", strict=True))
+            except csv.Error as exc:
+                hint = " (unclosed '\"' quote)" if str(exc) == "unexpected end of data" else ""
+                report.bad(path, line, f"unreadable CSV row: {exc}{hint}")
+                continue
             if len(row) != 3:
                 report.bad(path, line, f"expected 3 tab-separated columns (text, label ids, id), got {len(row)}")
                 continue
@@ -82,6 +96,8 @@ def read_tsv(source, split: str | None, report: Report, limit: int | None = None
 def from_hub_rows(rows: Iterable[dict], where: str, split: str, report: Report, limit: int | None) -> list[Record]:
     """Rows of `google-research-datasets/go_emotions` (config simplified: text, labels, id)."""
     records: list[Record] = []
+    if limit == 0:
+        return records
     for i, row in enumerate(rows):
         ids = row.get("labels")
         if not isinstance(ids, list) or not ids or not all(isinstance(x, int) and 0 <= x < len(GOEMOTIONS) for x in ids):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from emoloom.contract import Record
+from emoloom.atomic import atomic_write
+from emoloom.contract import Record, record_error
 
 from .base import Report, require_path
 
@@ -38,6 +39,8 @@ def read_jsonl(source, split: str | None, report: Report, limit: int | None = No
     report.file(path)
     default_taxonomy = taxonomy or DEFAULT_TAXONOMY
     records: list[Record] = []
+    if limit == 0:
+        return records
     seen: dict[str, int] = {}
     with open(path, "rb") as f:
         for line, raw in enumerate(f, start=1):
@@ -60,10 +63,7 @@ def read_jsonl(source, split: str | None, report: Report, limit: int | None = No
             try:
                 rec = Record.model_validate(obj)
             except ValidationError as exc:
-                err = exc.errors()[0]
-                field = ".".join(str(p) for p in err["loc"]) or "record"
-                msg = err["msg"].removeprefix("Value error, ")
-                report.bad(path, line, f"invalid record: {field}: {msg}")
+                report.bad(path, line, record_error(exc))
                 continue
             if rec.id in seen:
                 report.bad(path, line, f"duplicate id {rec.id!r} (first on line {seen[rec.id]})")
@@ -76,10 +76,10 @@ def read_jsonl(source, split: str | None, report: Report, limit: int | None = No
 
 
 def write_jsonl(records, path: str | Path) -> Path:
-    """Write records as JSONL (`Record.model_dump_json()` per line)."""
+    """Write records as JSONL (`Record.model_dump_json()` per line), atomically: a failure part
+    way leaves an existing file at `path` as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_write(path) as f:
         for r in records:
             f.write(r.model_dump_json() + "\n")
     return path

@@ -27,6 +27,7 @@ import io
 import random
 from pathlib import Path
 
+from emoloom.atomic import atomic_write
 from emoloom.contract import Record
 from emoloom.labels import DAILYDIALOG, EMPATHETIC, GOEMOTIONS, VAD_ANCHORS
 
@@ -300,8 +301,8 @@ def _sizes(size: int, tax: str) -> dict[str, int]:
 
 
 def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(text.encode("utf-8"))
+    with atomic_write(path, "wb") as f:  # bytes: the exact "\n" line ends of the originals
+        f.write(text.encode("utf-8"))
     return path
 
 
@@ -310,6 +311,8 @@ def write_synthetic(out_dir: str | Path, seed: int = 0, size: int = DEFAULT_SIZE
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file; the synthetic corpora are written into a folder")
     files: dict[str, Path] = {}
 
     for split, n in _sizes(size, "goemotions").items():

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from emoloom.data.cli import non_negative_int
 from emoloom.labels import TAXONOMIES
 
 from .decode import DECODERS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
@@ -37,7 +38,7 @@ def register(sub) -> None:
                     help="jsonl: taxonomy of records without one; synthetic: which sub-corpus; 'ekman' projects")
     ev.add_argument("--out", required=True, help="output folder")
     ev.add_argument("--actors", type=int, default=0, help="Ray actors (0: in-process, no Ray)")
-    ev.add_argument("--limit", type=int, default=None, help="evaluate the first N records")
+    ev.add_argument("--limit", type=non_negative_int, default=None, help="evaluate the first N records (0: none)")
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the Macro-F1 CI")
     ev.add_argument("--shard-size", type=int, default=32)
@@ -48,8 +49,10 @@ def register(sub) -> None:
         "predict", help="predict contract answers for JSONL records on stdin",
         description="Reads contract records as JSONL on stdin (only id and text required), writes one "
                     "prediction line per record on stdout: id, raw output, parse_ok, labels, vad, "
-                    "rationale, error, truncated. Malformed input lines are reported on stderr as "
-                    "<stdin>:LINE and skipped (exit status 1).",
+                    "rationale, error, truncated. Malformed input lines, and records whose text holds "
+                    "a lone surrogate (a broken \\ud800 escape: no valid Unicode text, so it cannot be "
+                    "tokenised), are reported on stderr as <stdin>:LINE and skipped, not repaired "
+                    "(exit status 1); the other records are predicted.",
     )
     _model_args(pr)
     pr.add_argument("--taxonomy", default="goemotions", choices=list(TAXONOMIES),
@@ -102,7 +105,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace, stdin=None, stdout=None, stderr=None) -> int:
     from pydantic import ValidationError
 
-    from emoloom.contract import Record
+    from emoloom.contract import Record, record_error
 
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     records, bad = [], 0
@@ -116,13 +119,13 @@ def run_predict(args: argparse.Namespace, stdin=None, stdout=None, stderr=None) 
                 raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
             obj.setdefault("taxonomy", args.taxonomy)
             obj.setdefault("split", "predict")
-            rec = Record.model_validate(obj)
+            rec = Record.model_validate(obj)  # refuses lone surrogates, which no tokenizer takes
             if rec.id in seen:
                 raise ValueError(f"duplicate id {rec.id!r}")
         except (ValueError, ValidationError) as exc:
             bad += 1
-            msg = str(exc).strip().replace("\n", " ")[:300]
-            print(f"<stdin>:{lineno}: {msg}", file=stderr)
+            msg = record_error(exc) if isinstance(exc, ValidationError) else str(exc).strip().replace("\n", " ")
+            print(f"<stdin>:{lineno}: {msg[:300]}", file=stderr)
             continue
         seen.add(rec.id)
         records.append(rec)
