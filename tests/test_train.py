@@ -241,3 +241,69 @@ def test_ray_train_deepspeed_zero2_two_workers(tmp_path, monkeypatch):
     # no DeepSpeed op was JIT-built (stack.md trap 1 and 2)
     built = [p for p in extensions.rglob("*") if p.suffix in (".so", ".o", ".ninja")]
     assert built == [], built
+
+
+# -- divergence: NaN / inf stop the run -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("override", ["optim.lr=.inf", "loss.sft=.nan", "sampling.t_start=.inf",
+                                      "data.label_weight=.nan"])
+def test_non_finite_config_values_are_rejected(override):
+    with pytest.raises(ConfigError, match=rf"{override.split('=')[0]}: Input should be a finite number"):
+        load_config(TrainConfig, None, [override])
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss_term(tmp_path):
+    from emoloom.train import fit
+    from emoloom.train.loop import NonFiniteLossError, local_checkpoints
+
+    cfg = small(tmp_path / "diverged", "optim.lr=1e30", "max_steps=3")  # finite, but the weights overflow
+    with pytest.raises(NonFiniteLossError, match=r"^step 2: loss term 'sft' is nan \(lr 1e\+30\)$"):
+        fit(cfg)
+    assert local_checkpoints(cfg.out) == [] and not (tmp_path / "diverged" / "adapter").exists()
+
+
+@pytest.mark.parametrize("clip, message", [
+    ("1.0", r"^step 1: gradient norm is (nan|inf) \(every loss term finite; lr [\d.e+-]+\)$"),
+    # no clipping, no norm computed: the poisoned weights show up as a loss term one step later
+    ("0", r"^step 2: loss term '\w+' is nan"),
+])
+def test_non_finite_gradients_stop_the_run(tmp_path, monkeypatch, clip, message):
+    from emoloom.train.loop import NonFiniteLossError, Trainer, WorkerContext
+
+    original = Trainer.make_engine
+
+    def poisoned(self):
+        engine = original(self)
+        # a finite loss whose backward overflows (as bf16 or a bad custom op can)
+        next(self.model.heads.parameters()).register_hook(lambda grad: grad * float("inf"))
+        return engine
+
+    monkeypatch.setattr(Trainer, "make_engine", poisoned)
+    cfg = small(tmp_path / "grads", "max_steps=3", f"optim.max_grad_norm={clip}")
+    with pytest.raises(NonFiniteLossError, match=message):
+        Trainer(cfg, WorkerContext(), {}).run()
+
+
+def test_cli_reports_a_diverged_run_in_one_line(tmp_path, capsys):
+    from emoloom.__main__ import main
+
+    out = tmp_path / "cli-nan"
+    assert main(["train", *SMALL, "optim.lr=1e30", "max_steps=3", f"out={out}"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "error: step 2: loss term 'sft' is nan (lr 1e+30)"
+    assert not (out / "adapter").exists()
+    assert main(["train", "optim.lr=.inf", f"out={out}"]) == 2  # rejected before any training
+    assert "optim.lr: Input should be a finite number" in capsys.readouterr().err
+
+
+def test_a_diverged_ray_train_worker_surfaces_as_the_same_error():
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from emoloom.train.loop import NonFiniteLossError
+    from emoloom.train.ray_fit import diverged_worker
+
+    nan = NonFiniteLossError("step 4: loss term 'vad' is inf (lr 0.001)")
+    assert diverged_worker(WorkerGroupError("2 workers failed", {0: RuntimeError("peer gone"), 1: nan})) is nan
+    assert diverged_worker(WorkerGroupError("1 worker failed", {0: RuntimeError("oom")})) is None
+    assert diverged_worker(ValueError("not from Ray")) is None

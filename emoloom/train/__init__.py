@@ -6,6 +6,7 @@ Public API (what the screen calls)::
     cfg = load_config(TrainConfig, "candidate.yaml", ["optim.lr=1e-3"])
     result = fit(cfg, callbacks=[TuneReportCallback()], storage_path="...")   # -> TrainResult
     result.metrics["loss_terms"], result.last("dev_head_macro_f1"), result.adapter
+    # a NaN/inf loss term or gradient norm raises NonFiniteLossError ("step 2: loss term 'sft' is nan ...")
 
 Heavy libraries (torch, peft, deepspeed, ray) load only when training starts.
 """
@@ -18,7 +19,7 @@ from emoloom.train.config import TrainConfig, default_config
 if TYPE_CHECKING:
     from emoloom.train.ray_fit import TrainResult
 
-__all__ = ["TrainConfig", "TrainResult", "default_config", "fit", "train_loop_per_worker"]
+__all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "default_config", "fit", "train_loop_per_worker"]
 
 
 def fit(cfg: TrainConfig, *, callbacks=(), storage_path=None, epoch_hook=None) -> "TrainResult":
@@ -39,4 +40,8 @@ def __getattr__(name: str) -> Any:
         from emoloom.train.ray_fit import TrainResult
 
         return TrainResult
+    if name == "NonFiniteLossError":
+        from emoloom.train.loop import NonFiniteLossError
+
+        return NonFiniteLossError
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

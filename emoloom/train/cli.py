@@ -37,8 +37,13 @@ def run(args: argparse.Namespace) -> int:
         print(dump_yaml(cfg), end="")
         return 0
     from emoloom.train import fit
+    from emoloom.train.loop import NonFiniteLossError
 
-    result = fit(cfg)
+    try:
+        result = fit(cfg)
+    except NonFiniteLossError as exc:  # diverged: the step and the term say it all, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     last = result.metrics["epochs"][-1] if result.metrics.get("epochs") else {}
     summary = {k: last.get(k) for k in ("loss", "dev_head_macro_f1", "dev_vad_rmse", "dev_sft_loss", "tokens_per_s")}
     print(json.dumps({"out": str(result.out), "steps": result.metrics["steps"], **summary,

@@ -16,6 +16,9 @@ live in `WorkerContext` (rank, world size, device, where checkpoints come from a
 Checkpoints hold the LoRA adapter (peft `save_pretrained`: adapter weights and any
 `modules_to_save` copies), the heads, the optimizer state and the sampler/RNG state; never the
 frozen base model (DeepSpeed saves with `exclude_frozen_parameters=True`).
+
+A NaN or infinite loss term, total loss or gradient norm stops the run with `NonFiniteLossError`
+before the epoch's checkpoint is written, so a diverged run never exports an adapter.
 """
 from __future__ import annotations
 
@@ -37,6 +40,26 @@ from emoloom.train.config import TrainConfig
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources" / "deepspeed"
 STATE_FILE = "trainer_state.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged: a loss term, the total loss or the gradient norm is NaN or infinite."""
+
+
+def check_finite(step: int, lr: float, loss: float, terms: dict[str, float], grad_norm: Any = None) -> None:
+    """Raise NonFiniteLossError naming the step (1-based, as logged) and what went non-finite.
+
+    Free per step: `loss` and `terms` are the Python floats the loop logs anyway (the host sync
+    is already there), and `grad_norm` is the total norm the engine computed for clipping (None
+    when it computes none: no clipping; poisoned weights then show as a loss term a step later).
+    """
+    for name, value in terms.items():
+        if not math.isfinite(value):
+            raise NonFiniteLossError(f"step {step}: loss term {name!r} is {value} (lr {lr:.3g})")
+    if not math.isfinite(loss):  # finite terms, weighted sum overflowed
+        raise NonFiniteLossError(f"step {step}: loss is {loss} (lr {lr:.3g})")
+    if grad_norm is not None and not math.isfinite(norm := float(grad_norm)):
+        raise NonFiniteLossError(f"step {step}: gradient norm is {norm} (every loss term finite; lr {lr:.3g})")
 
 
 # -----------------------------------------------------------------------------------------------
@@ -100,15 +123,19 @@ class PlainEngine:
     def backward(self, loss, boundary: bool) -> None:
         (loss / self.accum).backward()
 
-    def step(self, boundary: bool) -> None:
+    def step(self, boundary: bool):
+        """Optimizer step at accumulation boundaries; returns the total gradient norm (a tensor,
+        not synced here) when clipping computed one, else None."""
         if not boundary:
-            return
+            return None
+        norm = None
         if self.max_grad_norm > 0:
             import torch
 
-            torch.nn.utils.clip_grad_norm_(self._params, self.max_grad_norm)
+            norm = torch.nn.utils.clip_grad_norm_(self._params, self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        return norm
 
     def gathered(self):
         return contextlib.nullcontext()
@@ -170,8 +197,10 @@ class DeepSpeedEngine:
     def backward(self, loss, boundary: bool) -> None:
         self.engine.backward(loss)  # scales by 1 / gradient_accumulation_steps itself
 
-    def step(self, boundary: bool) -> None:
+    def step(self, boundary: bool):
         self.engine.step()  # steps the optimizer only at accumulation boundaries
+        # ZeRO computes the global norm at every boundary step (inf when it skipped an overflow)
+        return self.engine.get_global_grad_norm() if boundary else None
 
     def gathered(self):
         if self.zero_stage == 3:
@@ -579,11 +608,14 @@ class Trainer:
                     tokens += batch["n_tokens"]
                     out = engine(_to_device(batch, ctx.device))
                     engine.backward(out["loss"], boundary)
-                    engine.step(boundary)
+                    grad_norm = engine.step(boundary)
                     self.sampler.observe(out["pred_keys"])
-                    total += float(out["loss"].detach()) / accum
-                    for t, v in out["terms"].items():
-                        sums[t] = sums.get(t, 0.0) + float(v) / accum
+                    loss_value = float(out["loss"].detach())
+                    term_values = {t: float(v) for t, v in out["terms"].items()}
+                    check_finite(st["step"] + 1, self.base_lrs[0] * factor, loss_value, term_values, grad_norm)
+                    total += loss_value / accum
+                    for t, v in term_values.items():
+                        sums[t] = sums.get(t, 0.0) + v / accum
                 train_s += time.perf_counter() - t0
                 st["step"] += 1
                 hist["loss"].append(round(total, 6))

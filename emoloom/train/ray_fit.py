@@ -133,10 +133,25 @@ def _fit_ray(cfg: TrainConfig, callbacks: Sequence[Any], storage_path, epoch_hoo
         scaling_config=scaling, run_config=run,
         torch_config=TorchConfig(backend="nccl" if d.use_gpu else "gloo"),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as exc:
+        diverged = diverged_worker(exc)
+        if diverged is not None:  # the same error as an in-process run, not Ray's wrapper
+            raise diverged from exc
+        raise
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train run {run.name} finished without a checkpoint")
     return result
+
+
+def diverged_worker(exc: BaseException):
+    """The NonFiniteLossError of a worker inside Ray Train's failure (`WorkerGroupError` keeps
+    each failed rank's own exception in `worker_failures`), else None."""
+    from emoloom.train.loop import NonFiniteLossError
+
+    failures = getattr(exc, "worker_failures", None) or {}
+    return next((e for _, e in sorted(failures.items()) if isinstance(e, NonFiniteLossError)), None)
 
 
 def _export(checkpoint: Path, out: Path) -> dict:
