@@ -12,15 +12,14 @@ outage pays the client's retry budget once, not at every call.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
 from emoloom import tracking
+from emoloom.atomic import atomic_write
 from emoloom.config import flatten
 
 JOURNAL = "journal.json"
@@ -50,17 +49,6 @@ def plain_reason(exc: BaseException, limit: int = 1500) -> str:
 
 def _warn(msg: str) -> None:
     print(msg, file=sys.stderr)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RunJournal:
@@ -177,7 +165,8 @@ class RunJournal:
 
     def _save(self) -> None:
         # json allows NaN/inf for metrics; the journal is read back by Python only.
-        _write_atomic(self.path, json.dumps(self.state, indent=1))
+        with atomic_write(self.path) as f:
+            f.write(json.dumps(self.state, indent=1))
 
     # -- replay ----------------------------------------------------------------------------
     def sync(self, force: bool = False) -> bool:

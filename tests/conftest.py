@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from emoloom import tracking
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA_DEFAULT = REPO.parent / "shared" / "data"
@@ -32,3 +39,48 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real datasets not found at {path} (set EMOLOOM_SHARED_DATA to the shared/data folder)")
     return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 in its own process group; start() again after stop()
+    brings the same store back on the same port (an outage and its end)."""
+
+    def __init__(self, tmp_path):
+        self.tmp, self.port, self.proc = tmp_path, _free_port(), None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{self.tmp / 'srv.db'}",
+             "--artifacts-destination", str(self.tmp / "art")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        deadline = time.time() + 120
+        while True:
+            try:
+                tracking.check_reachable(self.uri, timeout_s=2)
+                return self
+            except RuntimeError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise
+                time.sleep(1)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path):
+    """A started MlflowServer, stopped after the test."""
+    srv = MlflowServer(tmp_path).start()
+    yield srv
+    srv.stop()

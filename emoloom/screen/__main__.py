@@ -1,4 +1,4 @@
-"""`python -m emoloom.screen [SCREEN.yaml] [key=value ...] [--dry-run] [--resume]`."""
+"""`python -m emoloom.screen [SCREEN.yaml] [key=value ...] [--dry-run] [--resume] [--rerun]`."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +22,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="require an interrupted screen with the same config hash and continue it "
                         "(rerunning the same config resumes it too)")
+    p.add_argument("--rerun", action="store_true",
+                   help="run a FINISHED screen again from scratch; its old results move aside "
+                        "(without it, rerunning a finished screen only reports it and leaves it as it is)")
     return p.parse_args(argv)
 
 
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from emoloom.screen.run import run_screen
 
-    summary = run_screen(cfg, space, resume=args.resume)
+    summary = run_screen(cfg, space, resume=args.resume, rerun=args.rerun)
     print_summary(summary)
     return 0 if summary.get("best") else 1
 
@@ -76,7 +79,11 @@ def print_summary(summary: dict) -> None:
     else:
         print("No trial finished: see the leaderboard notes and the Tune log above.")
     print(f"Trials: {summary['trials']} ({summary['failed']} failed, {summary['stopped_early']} stopped early by ASHA); "
-          f"wall time {summary['wall_s']} s")
+          f"wall time {summary['wall_s']} s" + (f", finished at {summary['finished_at']} (already finished; "
+                                                 f"left as it was)" if summary.get("already_finished") else ""))
+    if summary.get("pending_tracking"):
+        print(f"MLflow did not take everything: {summary['pending_tracking']} run(s) are kept in their journals under "
+              f"{summary['storage']}; run the same command again when MLflow answers to replay them.")
     uri = summary["tracking_uri"]
     if uri.startswith(("http://", "https://")):
         print(f"Open in MLflow: {uri}/#/experiments/{summary['experiment_id']}/runs/{summary['parent_run_id']}")

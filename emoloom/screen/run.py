@@ -58,7 +58,8 @@ def init_ray(cfg: ScreenConfig) -> str:
         return address
     env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "EMOLOOM_CACHE",
-                "EMOLOOM_SHARED_DATA", "MLFLOW_TRACKING_URI"):
+                "EMOLOOM_SHARED_DATA", "MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
         if key in os.environ:
             env[key] = os.environ[key]
     ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False,
@@ -190,11 +191,18 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
         summary["registered_version"] = register(c, cfg, best)
     parent.finish()
     summary["pending_tracking"] = pending + (parent.pending > 0)
-    (exp_dir / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
+    write_summary(exp_dir, summary)
     return summary
 
 
 SUMMARY = "summary.json"
+
+
+def write_summary(exp_dir: Path, summary: dict) -> None:
+    from emoloom.atomic import atomic_write
+
+    with atomic_write(exp_dir / SUMMARY) as f:
+        f.write(json.dumps(summary, indent=2, default=str))
 
 
 def finished_summary(exp_dir: Path) -> dict | None:
@@ -219,7 +227,7 @@ def revisit(c, cfg: ScreenConfig, uri: str, exp_dir: Path, summary: dict) -> dic
     if best and summary.get("registered_version") is None and pending == 0:
         summary["registered_version"] = register(c, cfg, best)
     summary.update(pending_tracking=pending)
-    (exp_dir / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
+    write_summary(exp_dir, summary)
     print(f"screen {summary['screen']} already finished at {summary['finished_at']} ({exp_dir}); its "
           f"results are kept as they are. Run it again from scratch with --rerun, or pick another name=.",
           file=sys.stderr)

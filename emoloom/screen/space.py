@@ -91,9 +91,16 @@ class Asha(StrictModel):
     reduction_factor: float = Field(2, gt=1)
 
 
+# What a screen can rank by: a key of the trial's evaluation summary, read on the epoch sample
+# at every rung and on the full evaluation at the end. `objective` is dev Macro-F1 with parse
+# failures counted as wrong (macro_f1_strict); the others are the paper's metrics beside it.
+Metric = Literal["objective", "macro_f1_strict", "macro_f1", "macro_recall", "micro_f1", "ekman_macro_f1",
+                 "parse_ok_rate", "vad_1mrmse", "vad_1mrmse_strict"]
+
+
 class SearchSpace(StrictModel):
     description: str = ""
-    metric: str = "dev_macro_f1"
+    metric: Metric = "objective"
     mode: Literal["max", "min"] = "max"
     num_trials: int = Field(8, ge=1)
     max_concurrent: int = Field(2, ge=1)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ class TrialContext:
     screen_hash: str
     screen: dict
     fixed: dict = field(default_factory=dict)
-    metric: str = "objective"
+    metric: str = "objective"  # the space's metric: what `objective` holds (see objective_of)
     mode: str = "max"
     trials_dir: str = "runs/trials"
 
@@ -116,11 +118,27 @@ def summarize(result: dict, prefix: str) -> dict[str, Any]:
     return {k: (0.0 if v is None else v) for k, v in out.items()}
 
 
-def objective_of(summary: dict, prefix: str = "dev") -> float:
-    """What the screen maximises: dev Macro-F1 with parse failures counted as wrong, so a
-    candidate cannot win by answering only the easy prompts under the contract."""
-    value = summary.get(f"{prefix}.macro_f1_strict")
+def objective_of(summary: dict, prefix: str = "dev", metric: str = "objective") -> float:
+    """What the screen ranks by: the space's `metric` of one evaluation summary. The default,
+    `objective`, is dev Macro-F1 with parse failures counted as wrong, so a candidate cannot win
+    by answering only the easy prompts under the contract. Non-finite counts as 0."""
+    value = summary.get(f"{prefix}.{'macro_f1_strict' if metric == 'objective' else metric}")
     return float(value) if value is not None and math.isfinite(value) else 0.0
+
+
+def start_watchdog(seconds: float, journal, exit=os._exit) -> threading.Timer:
+    """Fail a trial that runs past `seconds`: its journal says FAILED "timed out after N s", then
+    its process ends (Tune records the trial as errored). A forward pass stuck in native code
+    cannot be interrupted from another thread, so the process itself goes."""
+    def fire():
+        journal.set_tags({"emoloom.status": "FAILED"})
+        journal.finish("FAILED", reason=f"timed out after {seconds:g} s (trial_timeout_s)")
+        exit(1)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def trial_journal(ctx: TrialContext, trial_id: str, autosync: bool = True):
@@ -162,6 +180,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         return
     journal.reopen()
     started = time.time()
+    timeout_s = screen.get("trial_timeout_s")
+    watchdog = start_watchdog(timeout_s, journal) if timeout_s else None
     try:
         train_cfg = build_train_config(screen["train"], ctx.fixed, params, out / "train", screen["seed"])
         journal.log_params(train_cfg.model_dump(mode="json"))
@@ -188,7 +208,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
             finally:
                 model.train(was_training)
             summary = summarize(quick, "epoch_dev")
-            extra = {"objective": objective_of(summary, "epoch_dev"), "epoch": epoch,
+            extra = {"objective": objective_of(summary, "epoch_dev", ctx.metric), "epoch": epoch,
                      "epoch_dev_parse_ok_rate": summary["epoch_dev.parse_ok_rate"]}
             journal.log_metrics({**{k: v for k, v in metrics.items() if k != "epoch"}, **extra}, step=epoch)
             return extra
@@ -213,7 +233,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
                           "cross.parse_ok_rate": s["cross.parse_ok_rate"]} if len(cross) == 1 else
                          {f"cross.{name}.ekman_macro_f1": s["cross.ekman_macro_f1"]})
         final["eval_seconds"] = round(time.time() - started - train_seconds, 2)
-        final["objective"] = objective_of(final)
+        final["objective"] = objective_of(final, "dev", ctx.metric)
         epochs_done = int(result.last("epoch", train_cfg.epochs))
         final["epoch"] = epochs_done
         journal.log_metrics(final, step=epochs_done)
@@ -228,3 +248,6 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         journal.set_tags({"emoloom.status": "FAILED", "emoloom.traceback": traceback.format_exc()[-4000:]})
         journal.finish("FAILED", reason=plain_reason(exc))
         raise
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
