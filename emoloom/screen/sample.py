@@ -97,7 +97,7 @@ def _draw_source(rows: list[Record], k: int, rng: random.Random) -> list[Record]
     # coverage guarantee neither has on its own.
     strata: dict[str, list[Record]] = defaultdict(list)
     for r in rows:
-        strata[min(r.labels, key=lambda l: (freq[l], l)) if r.labels else ""].append(r)
+        strata[_stratum(r, freq)].append(r)
     alloc = _allocate({s: len(v) for s, v in strata.items()}, k)
     chosen: list[Record] = []
     for s in sorted(strata):  # sorted ids and strata: the draw does not depend on input order
