@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ ENTRYPOINT = "python -m emoloom.screen cluster/screen_gpu.yaml"
 SUBMIT = ("ray job submit --address http://localhost:8265 --working-dir . "
           "--runtime-env cluster/runtime_env.yaml -- " + ENTRYPOINT)
 SHARED = "/mnt/shared"
+MLFLOW_CREDENTIALS_LOCAL = "~/.emoloom/mlflow_credentials"
 READMES = [REPO / "README.md", CLUSTER / "README.md"]
 IMAGE_TAG = re.compile(r"rayproject/ray:(?P<tag>[\w.-]+)")
 
@@ -161,10 +163,13 @@ def test_autoscaler_layout(name):
         assert "trial_driver" not in node["resources"], f"{key}: trial drivers must stay off GPU nodes"
     assert sum(v.get("max_workers", 0) for v in workers.values()) >= cfg["max_workers"] > 0
 
-    # the checkout and the auth token reach every node; the project is installed from it
+    # the checkout, the Ray auth token and the MLflow credentials reach every node; the project is
+    # installed from it; the head can run MLflow's basic-auth app (Flask-WTF), mlflow at its pin
     assert cfg["file_mounts"].get("/home/ray/emoloom") == "."
     assert "/home/ray/.ray/auth_token" in cfg["file_mounts"]
+    assert cfg["file_mounts"].get("/home/ray/.mlflow/credentials") == MLFLOW_CREDENTIALS_LOCAL
     assert any("-e /home/ray/emoloom" in c and "constraints.txt" in c for c in cfg["setup_commands"])
+    assert any("'mlflow[auth]'" in c and "constraints.txt" in c for c in cfg["head_setup_commands"])
 
     # token auth on every node; MLflow and the `mlflow` alias on the head, the alias on workers
     head_cmds, worker_cmds = cfg["head_start_ray_commands"], cfg["worker_start_ray_commands"]
@@ -293,6 +298,133 @@ def test_mlflow_servers_agree_and_accept_the_cluster_host_name():
     assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in script
     assert c["image"].rsplit(":v", 1)[1] == pinned("mlflow"), "server and clients must run the same MLflow"
     assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"]["type"] == "Recreate"
+
+
+# -- who can reach MLflow -----------------------------------------------------------------------
+# Autoscaler clusters: behind MLflow's basic-auth app (start_mlflow.sh). KubeRay: only through
+# port forwarding and from the Ray pods (ClusterIP Service + NetworkPolicy). cluster/README.md,
+# "Never on the internet".
+
+def test_autoscaler_mlflow_is_behind_basic_auth():
+    script = (CLUSTER / "start_mlflow.sh").read_text()
+    command = re.search(r"^setsid mlflow server (.*?)>", script, flags=re.S | re.M).group(1)
+    assert "--app-name basic-auth" in command
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in script and "MLFLOW_FLASK_SERVER_SECRET_KEY" in script
+    assert "default_permission = NO_PERMISSIONS" in script
+    for name in AUTOSCALER_YAMLS:
+        text = (CLUSTER / name).read_text()
+        assert "BEHIND MLFLOW'S BASIC-AUTH APP" in text, f"{name} must say how MLflow is protected"
+    readme = (CLUSTER / "README.md").read_text()
+    assert MLFLOW_CREDENTIALS_LOCAL in readme and "**behind MLflow's basic-auth app**" in readme
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_mlflow_env(tmp_path, credentials) -> dict:
+    return {**os.environ, "EMOLOOM_MLFLOW_HOME": str(tmp_path / "mlflow"),
+            "EMOLOOM_MLFLOW_ARTIFACTS": str(tmp_path / "artifacts"),
+            "EMOLOOM_MLFLOW_PORT": str(_free_port()), "EMOLOOM_MLFLOW_HOST": "127.0.0.1",
+            "EMOLOOM_MLFLOW_CREDENTIALS": str(credentials),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+CREDENTIALS_OK = "[mlflow]\nmlflow_tracking_username = emoloom\nmlflow_tracking_password = s3cret-s3cret-s3cret\n"
+
+
+@pytest.mark.parametrize("content", [None, "[mlflow]\nmlflow_tracking_username = emoloom\n",
+                                     CREDENTIALS_OK.replace("s3cret-s3cret-s3cret", "short")],
+                         ids=["no-file", "no-password", "short-password"])
+def test_start_mlflow_refuses_to_run_without_credentials(tmp_path, content):
+    credentials = tmp_path / "credentials"
+    if content is not None:
+        credentials.write_text(content)
+    out = subprocess.run(["bash", str(CLUSTER / "start_mlflow.sh")], env=_start_mlflow_env(tmp_path, credentials),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "not started" in out.stderr and str(credentials) in out.stderr
+    assert not (tmp_path / "mlflow" / "server.pgid").exists() and not (tmp_path / "mlflow" / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_start_mlflow_serves_only_authenticated_requests(tmp_path):
+    """The real script, on 127.0.0.1: needs mlflow[auth] (Flask-WTF), which the cluster head
+    installs and this project's .venv does not."""
+    pytest.importorskip("flask_wtf", reason="mlflow[auth] (Flask-WTF) not installed; the cluster head installs it")
+    import signal
+
+    import requests
+
+    credentials = tmp_path / "credentials"
+    credentials.write_text(CREDENTIALS_OK)
+    env = _start_mlflow_env(tmp_path, credentials)
+    url = f"http://127.0.0.1:{env['EMOLOOM_MLFLOW_PORT']}"
+    pgid_file = tmp_path / "mlflow" / "server.pgid"
+    try:
+        out = subprocess.run(["bash", str(CLUSTER / "start_mlflow.sh")], env=env, capture_output=True, text=True,
+                             timeout=180)
+        assert out.returncode == 0, out.stdout + out.stderr + (tmp_path / "mlflow" / "server.log").read_text()[-3000:]
+        search = url + "/api/2.0/mlflow/experiments/search"
+        assert requests.get(url + "/health", timeout=10).status_code == 200
+        assert requests.get(search, params={"max_results": 1}, timeout=10).status_code == 401
+        assert requests.get(search, params={"max_results": 1}, auth=("emoloom", "wrong-wrong-wrong"),
+                            timeout=10).status_code == 401
+        assert requests.post(url + "/api/2.0/mlflow/experiments/create", json={"name": "x"},
+                             timeout=10).status_code == 401
+        assert requests.get(search, params={"max_results": 1}, auth=("emoloom", "s3cret-s3cret-s3cret"),
+                            timeout=10).status_code == 200
+    finally:
+        if pgid_file.exists():  # the server runs in its own session: stop that whole group
+            pgid = int(pgid_file.read_text())
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(pgid, sig)
+                except ProcessLookupError:
+                    break
+                for _ in range(50):
+                    try:
+                        os.killpg(pgid, 0)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.2)
+
+
+def test_kuberay_mlflow_is_reachable_only_through_port_forwarding():
+    docs = [(path.name, d) for path in KUBERAY.glob("*.yaml") for d in load_all(path)]
+    for name, d in docs:
+        assert d["kind"] != "Ingress", f"{name}: no Ingress"
+        if d["kind"] == "Service":
+            assert d["spec"].get("type", "ClusterIP") == "ClusterIP", f"{name}: {d['spec'].get('type')}"
+            assert not any("nodePort" in p for p in d["spec"].get("ports", [])), name
+    mlflow_docs = load_all(KUBERAY / "mlflow.yaml")
+    deploy = next(d for d in mlflow_docs if d["kind"] == "Deployment")
+    policy = next(d for d in mlflow_docs if d["kind"] == "NetworkPolicy")
+    pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items(), "the policy must select MLflow"
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]
+    [source] = rule["from"]
+    assert set(source) == {"podSelector"}, "no ipBlock / namespaceSelector: Ray pods of this namespace only"
+    assert [p["port"] for p in rule["ports"]] == [5000]
+
+    def admitted(labels: dict) -> bool:
+        sel = source["podSelector"]
+        if not sel.get("matchLabels", {}).items() <= labels.items():
+            return False
+        return all((labels.get(e["key"]) in e["values"]) == (e["operator"] == "In")
+                   for e in sel.get("matchExpressions", []))
+
+    spec = load(KUBERAY / "raycluster.yaml")["spec"]
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        labels = group["template"]["metadata"]["labels"]
+        assert admitted(labels), f"the NetworkPolicy shuts out Ray pods labelled {labels}"
+    assert not admitted(pod_labels) and not admitted({}), "only Ray pods"
+    assert "ONLY THROUGH PORT FORWARDING" in (KUBERAY / "mlflow.yaml").read_text()
 
 
 def test_driver_runtime_env_merges_with_the_job_runtime_env(monkeypatch):
