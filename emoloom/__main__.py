@@ -13,7 +13,7 @@ SUBCOMMANDS = {
     "train": "emoloom.train.cli",
     "evaluate": "emoloom.eval.cli",
     "predict": "emoloom.eval.cli",
-    "report": "emoloom.report",
+    "report": "emoloom.screen.verdict",
 }
 
 

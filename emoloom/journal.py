@@ -31,19 +31,23 @@ class RejectedRecord(ValueError):
 
 
 def plain_reason(exc: BaseException, limit: int = 1500) -> str:
-    """`Type: message` of the exception that started it all, without terminal colour codes.
+    """`Type: message` of the trial's own exception, plus the exception that started it (its
+    innermost `__cause__`) when that is another one, without terminal colour codes.
 
-    Ray wraps a trial's exception (RayTaskError, TuneError) and prints a coloured traceback;
-    the reader of a leaderboard wants the original cause."""
+    Ray wraps a trial's exception (RayTaskError, TuneError: the original on `.cause`) and prints a
+    coloured traceback; the reader of a leaderboard wants the trial's error and its cause."""
     seen = set()
-    while id(exc) not in seen:
+    while isinstance(getattr(exc, "cause", None), BaseException) and id(exc) not in seen:
         seen.add(id(exc))
-        inner = getattr(exc, "cause", None) or exc.__cause__
-        if not isinstance(inner, BaseException):
-            break
-        exc = inner
-    text = _ANSI.sub("", f"{type(exc).__name__}: {exc}")
-    text = " ".join(text.split())
+        exc = exc.cause
+    root = exc
+    while isinstance(root.__cause__, BaseException) and id(root) not in seen:
+        seen.add(id(root))
+        root = root.__cause__
+    text = f"{type(exc).__name__}: {exc}"
+    if root is not exc:
+        text += f" (caused by {type(root).__name__}: {root})"
+    text = " ".join(_ANSI.sub("", text).split())
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
@@ -250,5 +254,5 @@ class RunJournal:
 
 
 def journals(folder: str | Path) -> list[Path]:
-    """The journals of a screen's trials, in folder order."""
-    return sorted(Path(folder).glob(f"trial_*/{JOURNAL}"))
+    """The journals of a screen's trials (trial_<id>/) and floors (floor_<name>/), in folder order."""
+    return sorted(Path(folder).glob(f"*/{JOURNAL}"))

@@ -1,13 +1,12 @@
-"""Leaderboard and plots of a screen.
+"""Leaderboard and plots of a screen: rows from run views, tables and PNGs.
 
-`python -m emoloom report --experiment NAME` rebuilds them from MLflow alone: the latest screen
-(parent run) of an experiment, its trial runs and the best trial's artifacts. The screen itself
-writes the same files when it ends from its trials' journals (`journal_report`), so an
-unreachable tracking server cannot stop it from reporting.
+A view is a run as the report reads it: from MLflow (`run_view`) or from the trials' journals
+(`journal_views`), so the screen reports from its journals even while MLflow is away. The
+statistics that fill `ci95`, `tied` and `below_floor` (and the verdict under the table) come from
+`emoloom.screen.verdict`, which also holds `python -m emoloom report`.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -16,7 +15,7 @@ from typing import Any
 
 from emoloom import tracking
 
-# leaderboard column -> MLflow metric key of a trial run
+# leaderboard column -> MLflow metric key of a trial (or floor) run
 COLUMNS = {
     "objective": "objective",
     "macro_f1": "dev.macro_f1",
@@ -24,8 +23,9 @@ COLUMNS = {
     "parse_ok": "dev.parse_ok_rate",
     "vad_1mrmse": "dev.vad_1mrmse",
     "cross_ekman_f1": "cross.ekman_macro_f1",
-    "train_s": "train_seconds",
 }
+SECONDS = ("train_s", "eval_s")
+RANKED = ("FINISHED", "STOPPED")  # finished trials first, then stopped ones by their last rung value
 
 
 def run_view(run) -> dict[str, Any]:
@@ -34,61 +34,116 @@ def run_view(run) -> dict[str, Any]:
             "metrics": dict(run.data.metrics), "tags": dict(run.data.tags), "params": dict(run.data.params)}
 
 
-def rank_rows(views: list[dict[str, Any]], mode: str = "max") -> list[dict[str, Any]]:
-    """One leaderboard row per trial, ranked by objective (failed and stopped trials last).
+def journal_views(trials_dir: Path) -> list[dict[str, Any]]:
+    """The views of a screen's trial and floor runs from their journals (`folder` added)."""
+    from emoloom.journal import journals
 
-    Trials interrupted with a killed driver before Tune recorded them (status INTERRUPTED) are
-    not candidates: their configuration never ran to an end, so they get no row."""
+    views = []
+    for path in journals(trials_dir):
+        state = json.loads(path.read_text())
+        views.append({**state["view"], "run_id": state["run_id"], "run_name": state["run_name"],
+                      "folder": str(path.parent)})
+    return views
+
+
+def short_names(params: list[str]) -> dict[str, str]:
+    """Column names for searched parameters: the last part of the dotted key unless two share it
+    (model.name is the `model` column already)."""
+    last = [k.rsplit(".", 1)[-1] for k in params]
+    return {k: (k if last.count(n) > 1 else n) for k, n in zip(params, last) if k != "model.name"}
+
+
+def _seconds(m: dict, finished: bool) -> dict[str, float | None]:
+    """Training and evaluation seconds of a trial: the final evaluation's when it finished, the
+    last rung's when it was stopped (epoch evaluations counted as evaluation, not training)."""
+    epoch_eval = m.get("epoch_eval_seconds", 0.0)
+    if finished and "train_seconds" in m:
+        train, final = m["train_seconds"] - epoch_eval, m.get("eval_seconds", 0.0)
+    elif "elapsed_seconds" in m:
+        train, final = m["elapsed_seconds"] - epoch_eval, 0.0
+    else:
+        return {"train_s": None, "eval_s": None, "epoch_eval_s": None, "final_eval_s": None}
+    return {"train_s": train, "eval_s": epoch_eval + final, "epoch_eval_s": epoch_eval, "final_eval_s": final}
+
+
+def rank_rows(views: list[dict[str, Any]], mode: str = "max", searched: list[str] = ()) -> list[dict[str, Any]]:
+    """Leaderboard rows: finished trials by objective, then trials ASHA stopped by their last
+    rung value (`rung` says which), then failed ones; floors (role `floor`) after them, never
+    ranked. Trials interrupted with a killed driver before Tune recorded them (status
+    INTERRUPTED) are not candidates: their configuration never ran to an end, so no row."""
+    names = short_names(list(searched))
     rows = []
     for view in views:
         m, tags = view["metrics"], view["tags"]
         status = tags.get("emoloom.status", view["status"])
+        role = tags.get(tracking.ROLE_TAG, "trial")
         if status == "INTERRUPTED":
             continue
         rows.append({
             "trial": tags.get(tracking.TRIAL_TAG, view.get("run_name")),
+            "role": role,
             "run_id": view.get("run_id"),
-            "status": status,
+            "status": "FLOOR" if role == "floor" else status,
             "model": view["params"].get("model.name", ""),
+            **{short: view["params"].get(key) for key, short in names.items()},
+            "rung": m.get("epoch"),
             **{col: m.get(key) for col, key in COLUMNS.items()},
+            **_seconds(m, status == "FINISHED"),
             "note": tags.get("emoloom.failure", ""),
+            "folder": view.get("folder"),
         })
     sign = -1 if mode == "max" else 1
 
     def key(row):
-        ok = row["status"] == "FINISHED" and row["objective"] is not None and math.isfinite(row["objective"])
-        return (0 if ok else 1, sign * row["objective"] if ok else 0.0, row["trial"])
+        value = row["objective"]
+        scored = row["role"] == "trial" and row["status"] in RANKED and value is not None and math.isfinite(value)
+        group = RANKED.index(row["status"]) if scored else (2 if row["role"] == "trial" else 3)
+        return (group, sign * value if scored else 0.0, row["trial"])
 
     rows.sort(key=key)
-    for rank, row in enumerate(rows, start=1):
+    for rank, row in enumerate((r for r in rows if r["role"] == "trial"), start=1):
         row["rank"] = rank
     return rows
 
 
-def trial_rows(c, experiment_id: str, parent_run_id: str, mode: str = "max") -> list[dict[str, Any]]:
-    """The leaderboard rows of a screen, read from MLflow."""
-    return rank_rows([run_view(r) for r in tracking.child_runs(c, experiment_id, parent_run_id)], mode)
+def best_row(rows: list[dict]) -> dict | None:
+    """The screen's pick: the first finished trial (rows as ranked by `rank_rows`)."""
+    return next((r for r in rows if r["role"] == "trial" and r["status"] == "FINISHED"
+                 and r["objective"] is not None), None)
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, column: str = "") -> str:
+    if isinstance(value, bool):
+        return "yes" if value else ""
     if isinstance(value, float):
-        return f"{value:.4f}" if value == value else "nan"
+        if value != value:
+            return "nan"
+        return f"{value:.1f}" if column in SECONDS else f"{value:.4g}"
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, float) for v in value):
+        return f"[{value[0]:.4g}, {value[1]:.4g}]"
     # one table row per trial: no line breaks or column separators from error messages
     return "" if value is None else " ".join(str(value).split()).replace("|", "\\|")
 
 
-def write_tables(rows: list[dict], out: Path) -> tuple[Path, Path]:
+def table_fields(searched: list[str] = ()) -> list[str]:
+    return ["rank", "trial", "status", "model", *short_names(list(searched)).values(), "rung", "objective", "ci95",
+            "tied", "below_floor", *list(COLUMNS)[1:], *SECONDS, "note"]
+
+
+def write_tables(rows: list[dict], out: Path, searched: list[str] = (), verdict: list[str] = ()) -> tuple[Path, Path]:
+    """leaderboard.csv (every field, full precision) and leaderboard.md (4 significant digits,
+    seconds to 0.1, the verdict's sentences under the table)."""
     out.mkdir(parents=True, exist_ok=True)
-    fields = ["rank", "trial", "status", "model", *COLUMNS, "note", "run_id"]
+    fields = table_fields(searched)
     csv_path = out / "leaderboard.csv"
     with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=[*fields, "run_id"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     md_path = out / "leaderboard.md"
-    lines = ["| " + " | ".join(fields[:-1]) + " |", "|" + "---|" * (len(fields) - 1)]
-    lines += ["| " + " | ".join(_fmt(r.get(f)) for f in fields[:-1]) + " |" for r in rows]
-    md_path.write_text("\n".join(lines) + "\n")
+    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+    lines += ["| " + " | ".join(_fmt(r.get(f), f) for f in fields) + " |" for r in rows]
+    md_path.write_text("\n".join(lines) + "\n" + "".join(f"\n{line}\n" for line in verdict))
     return md_path, csv_path
 
 
@@ -113,7 +168,8 @@ def _save(fig, path: Path) -> Path:
 def write_plots(rows: list[dict], out: Path, best_metrics: dict[str, float] | None = None,
                 best_pairs: list | None = None) -> list[Path]:
     """The screen's plots; `best_metrics` (the best trial's metrics, for per-label F1) and
-    `best_pairs` (its (target, predicted) VAD) come from MLflow or from the trial's folder."""
+    `best_pairs` (its (target, predicted) VAD) come from MLflow or from the trial's folder.
+    Error bars are the rows' `ci95` (paired bootstrap) where the statistics gave one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,28 +177,43 @@ def write_plots(rows: list[dict], out: Path, best_metrics: dict[str, float] | No
 
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    done = [r for r in rows if r["objective"] is not None and r["status"] == "FINISHED"]
+    trials = [r for r in rows if r["role"] == "trial"]
+    floors = [r for r in rows if r["role"] == "floor" and r["objective"] is not None]
+    done = [r for r in trials if r["objective"] is not None and r["status"] == "FINISHED"]
+
+    def yerr(items):
+        return [[max(0.0, r["objective"] - r["ci95"][0]) if r.get("ci95") else 0.0 for r in items],
+                [max(0.0, r["ci95"][1] - r["objective"]) if r.get("ci95") else 0.0 for r in items]]
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ordered = sorted(rows, key=lambda r: r["trial"])
+    ordered = sorted(trials, key=lambda r: r["trial"])
     ax.bar(range(len(ordered)), [r["objective"] or 0.0 for r in ordered],
+           yerr=yerr([{**r, "objective": r["objective"] or 0.0} for r in ordered]), capsize=3,
            color=["tab:blue" if r in done else "tab:gray" for r in ordered])
+    for floor, style in zip(floors, ("--", ":", "-.")):
+        ax.axhline(floor["objective"], color="tab:red", ls=style, lw=1, label=f"floor: {floor['model']}")
+    if floors:
+        ax.legend(fontsize=7)
     ax.set_xticks(range(len(ordered)), [r["trial"][-8:] for r in ordered], rotation=60, fontsize=7)
-    ax.set_ylabel("objective")
-    ax.set_title("Objective per trial (gray: failed or stopped)")
+    ax.set_ylabel("objective (95% interval)")
+    ax.set_title("Objective per trial (gray: failed or stopped; bars: paired bootstrap)")
     paths.append(_save(fig, out / "objective_per_trial.png"))
 
-    timed = [r for r in done if r["macro_f1"] is not None and r["train_s"] is not None]
+    timed = [r for r in done if r["train_s"] is not None]
     fig, ax = plt.subplots(figsize=(5, 4))
     if timed:
-        pts = [(r["train_s"], r["macro_f1"]) for r in timed]
+        pts = [(r["train_s"], r["objective"]) for r in timed]
         front = set(pareto_front(pts))
-        ax.scatter(*zip(*pts), c=["tab:red" if i in front else "tab:blue" for i in range(len(pts))])
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=yerr(timed), fmt="none", ecolor="0.6",
+                    capsize=3)
+        ax.scatter(*zip(*pts), c=["tab:red" if i in front else "tab:blue" for i in range(len(pts))], zorder=3)
         fx = sorted(pts[i] for i in front)
         ax.plot([p[0] for p in fx], [p[1] for p in fx], "r--", lw=1, label="Pareto front")
+        for floor in floors:
+            ax.axhline(floor["objective"], color="0.4", ls=":", lw=1)
         ax.legend()
     ax.set_xlabel("training seconds")
-    ax.set_ylabel("dev Macro-F1")
+    ax.set_ylabel("dev Macro-F1 (parse failures wrong)")
     ax.set_title("Macro-F1 vs training time")
     paths.append(_save(fig, out / "f1_vs_train_seconds.png"))
 
@@ -186,46 +257,11 @@ def vad_pairs(predictions: str | Path | None) -> list[tuple[list[float], list[fl
     return pairs
 
 
-def write_report(rows: list[dict], out: Path, best_metrics: dict | None = None,
-                 best_predictions: str | Path | None = None) -> dict[str, Any]:
-    md, csv_path = write_tables(rows, out)
+def write_report(rows: list[dict], out: Path, *, searched: list[str] = (), verdict: list[str] = (),
+                 best_metrics: dict | None = None, best_predictions: str | Path | None = None) -> dict[str, Any]:
+    md, csv_path = write_tables(rows, out, searched, verdict)
     plots = write_plots(rows, out, best_metrics, vad_pairs(best_predictions))
     return {"rows": rows, "files": [md, csv_path, *plots]}
-
-
-def build_report(c, experiment_id: str, parent_run_id: str, out: Path, mode: str = "max") -> dict[str, Any]:
-    """The report of a screen from MLflow alone (`python -m emoloom report`)."""
-    rows = trial_rows(c, experiment_id, parent_run_id, mode)
-    best = _best(rows)
-    metrics, predictions = None, None
-    if best is not None:
-        metrics = c.get_run(best["run_id"]).data.metrics
-        try:
-            predictions = c.download_artifacts(best["run_id"], "dev/predictions.jsonl", str(out / "_best"))
-        except Exception:  # noqa: BLE001 - a trial without predictions just has no scatter
-            predictions = None
-    return write_report(rows, out, metrics, predictions)
-
-
-def journal_report(trials_dir: Path, out: Path, mode: str = "max") -> dict[str, Any]:
-    """The report of a screen from its trials' journals and folders: what the screen itself
-    writes when it ends, whether or not MLflow is reachable at that moment."""
-    from emoloom.journal import journals
-
-    views = {}
-    for path in journals(trials_dir):
-        state = json.loads(path.read_text())
-        views[path.parent.name] = {**state["view"], "run_id": state["run_id"], "run_name": path.parent.name}
-    rows = rank_rows(list(views.values()), mode)
-    best = _best(rows)
-    if best is None:
-        return write_report(rows, out)
-    folder = trials_dir / f"trial_{best['trial']}"
-    return write_report(rows, out, views[folder.name]["metrics"], folder / "dev" / "predictions.jsonl")
-
-
-def _best(rows: list[dict]) -> dict | None:
-    return next((r for r in rows if r["status"] == "FINISHED" and r["objective"] is not None), None)
 
 
 def latest_screen(c, experiment_name: str):
@@ -237,25 +273,3 @@ def latest_screen(c, experiment_name: str):
     if not parents:
         raise SystemExit(f"experiment {experiment_name!r} holds no screen run")
     return exp.experiment_id, parents[0]
-
-
-def register(sub) -> None:
-    p = sub.add_parser("report", help="rebuild a screen's leaderboard and plots from MLflow")
-    p.add_argument("--experiment", required=True)
-    p.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI, else runs/mlflow.db")
-    p.add_argument("--out", default=None, help="output folder (default runs/report-<experiment>)")
-    p.add_argument("--storage", default="runs")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    uri = tracking.resolve_tracking_uri(args.tracking_uri, args.storage)
-    c = tracking.client(uri)
-    exp_id, parent = latest_screen(c, args.experiment)
-    mode = parent.data.params.get("space.mode", "max")
-    out = Path(args.out or Path(args.storage) / f"report-{args.experiment}")
-    result = build_report(c, exp_id, parent.info.run_id, out, mode)
-    print((out / "leaderboard.md").read_text())
-    for path in result["files"]:
-        print(f"wrote {path}")
-    return 0

@@ -1,4 +1,4 @@
-"""The screen's local Ray listens on the loopback interface only (emoloom/screen/local_ray.py).
+"""The screen's local Ray listens on the loopback interface only (emoloom/local_ray.py).
 
 One Ray is started in a child process (its own session, so everything it starts can be found and
 stopped), runs a task, an actor and a one-trial Tune run, and waits; the test then lists the
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, os, sys
 import ray  # imported BEFORE local_ray_options(): what happens when other modules import Ray first
-from emoloom.screen.local_ray import local_ray_options
+from emoloom.local_ray import local_ray_options
 
 ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
          _temp_dir=sys.argv[1], **local_ray_options())
@@ -145,7 +145,7 @@ def test_local_ray_listens_on_loopback_only(tmp_path):
 def test_local_ray_options_are_plain_init_kwargs():
     import inspect
 
-    from emoloom.screen.local_ray import LOCAL_ONLY_ENV, local_ray_options
+    from emoloom.local_ray import LOCAL_ONLY_ENV, local_ray_options
 
     before = {k: os.environ.get(k) for k in LOCAL_ONLY_ENV}
     try:

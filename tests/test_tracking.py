@@ -1,16 +1,12 @@
 """MLflow bookkeeping and the report, against a real sqlite store and a real `mlflow server`."""
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
 from emoloom import tracking
 from emoloom.journal import JOURNAL, RunJournal, plain_reason
-from emoloom.report import build_report, pareto_front
+from emoloom.report import pareto_front
+from emoloom.screen.verdict import mlflow_report
 
 
 @pytest.fixture()
@@ -74,19 +70,28 @@ def test_params_are_flattened_and_never_relogged_with_another_value(store):
     assert c.get_run(run.run_id).data.params["optim.lr"] == "0.001"
 
 
-def test_report_ranks_finished_trials_and_lists_failed_ones_last(store):
+def test_report_ranks_finished_then_stopped_trials_and_lists_failed_ones_last(store):
     c, exp_id, tmp = store
     parent = make_screen(tmp, c, exp_id, [
-        ("a", "FINISHED", {"objective": 0.4, "dev": {"macro_f1": 0.4}, "train_seconds": 10}),
+        ("a", "FINISHED", {"objective": 0.4, "dev": {"macro_f1": 0.4}, "train_seconds": 10, "epoch": 2}),
         ("b", "FAILED", {}),
         ("c", "FINISHED", {"objective": 0.7, "dev": {"macro_f1": 0.7, "per_label_f1": {"joy": 0.9}},
-                           "train_seconds": 30}),
+                           "train_seconds": 30.26, "epoch_eval_seconds": 2.0, "eval_seconds": 5.0, "epoch": 2}),
+        # ASHA stopped it at rung 1 with a higher value than any finished trial reached
+        ("d", "KILLED", {"objective": 0.9, "epoch": 1, "elapsed_seconds": 12.0, "epoch_eval_seconds": 1.0}),
     ])
-    report = build_report(c, exp_id, parent, tmp / "report")
-    assert [(r["trial"], r["status"]) for r in report["rows"]] == [("c", "FINISHED"), ("a", "FINISHED"), ("b", "FAILED")]
-    assert report["rows"][2]["note"] == "boom"
+    stopped = tracking.find_run(c, exp_id, **{tracking.TRIAL_TAG: "d"})
+    tracking.set_tags(c, stopped.info.run_id, {"emoloom.status": "STOPPED"})
+    report = mlflow_report(c, exp_id, c.get_run(parent), tmp / "report")
+    assert [(r["trial"], r["status"], r["rung"]) for r in report["rows"]] == [
+        ("c", "FINISHED", 2), ("a", "FINISHED", 2), ("d", "STOPPED", 1), ("b", "FAILED", None)]
+    c_row, d_row = report["rows"][0], report["rows"][2]
+    assert (c_row["train_s"], c_row["eval_s"]) == (28.26, 7.0)  # epoch evaluations count as evaluation
+    assert (d_row["train_s"], d_row["eval_s"]) == (11.0, 1.0)
+    assert report["rows"][3]["note"] == "boom"
     md = (tmp / "report" / "leaderboard.md").read_text()
-    assert md.splitlines()[2].startswith("| 1 | c | FINISHED | tiny-qwen2 | 0.7000")
+    assert md.splitlines()[2].startswith("| 1 | c | FINISHED | tiny-qwen2 | 2 | 0.7 |")
+    assert "| 28.3 | 7.0 |" in md.splitlines()[2]
     for png in ("objective_per_trial.png", "f1_vs_train_seconds.png", "best_per_label_f1.png", "best_vad_scatter.png"):
         assert (tmp / "report" / png).read_bytes()[:4] == b"\x89PNG"
 
@@ -101,53 +106,9 @@ def test_unreachable_server_is_a_clear_error_before_any_work():
         tracking.check_reachable("http://127.0.0.1:9", timeout_s=2)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MlflowServer:
-    """A real `mlflow server` on 127.0.0.1 in its own process group; start() again after stop()
-    brings the same store back on the same port (an outage and its end)."""
-
-    def __init__(self, tmp_path):
-        self.tmp, self.port, self.proc = tmp_path, _free_port(), None
-        self.uri = f"http://127.0.0.1:{self.port}"
-
-    def start(self):
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{self.tmp / 'srv.db'}",
-             "--artifacts-destination", str(self.tmp / "art")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-        deadline = time.time() + 120
-        while True:
-            try:
-                tracking.check_reachable(self.uri, timeout_s=2)
-                return self
-            except RuntimeError:
-                if time.time() > deadline or self.proc.poll() is not None:
-                    raise
-                time.sleep(1)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-
-
-@pytest.fixture()
-def server(tmp_path):
-    srv = MlflowServer(tmp_path).start()
-    yield srv
-    srv.stop()
-
-
 @pytest.mark.slow
-def test_against_a_real_mlflow_server(tmp_path, server):
-    c = tracking.client(server.uri)
+def test_against_a_real_mlflow_server(tmp_path, mlflow_server):
+    c = tracking.client(mlflow_server.uri)
     exp_id = tracking.ensure_experiment(c, "served")
     parent = make_screen(tmp_path, c, exp_id, [("a", "FINISHED", {"objective": 0.5, "dev": {"macro_f1": 0.5}})])
     (tmp_path / "note.txt").write_text("hello")
@@ -158,15 +119,15 @@ def test_against_a_real_mlflow_server(tmp_path, server):
 
 
 @pytest.mark.slow
-def test_an_outage_loses_nothing_the_journal_replays_it(tmp_path, server, monkeypatch):
+def test_an_outage_loses_nothing_the_journal_replays_it(tmp_path, mlflow_server, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a short client retry budget
-    c = tracking.client(server.uri)
+    c = tracking.client(mlflow_server.uri)
     exp_id = tracking.ensure_experiment(c, "outage")
     run = journal(tmp_path, c, exp_id, "t", {tracking.TRIAL_TAG: "t"}, retry_after_s=0)
     run.log_params({"optim": {"lr": 0.003}})
     run.log_metrics({"objective": 0.1}, step=1)
     assert run.pending == 0
-    server.stop()
+    mlflow_server.stop()
     warnings = []
     run._log = warnings.append
     (tmp_path / "predictions.jsonl").write_text("{}\n")
@@ -178,7 +139,7 @@ def test_an_outage_loses_nothing_the_journal_replays_it(tmp_path, server, monkey
     assert run.pending == 3 and "ConnectionError" in run.state["last_error"]
     assert len(warnings) == 1 and "replayed when MLflow answers" in warnings[0]
     assert run.view["metrics"]["objective"] == 0.4 and run.status == "FINISHED"  # the local truth
-    server.start()
+    mlflow_server.start()
     again = RunJournal.load(run.path)  # e.g. the screen's driver on resume
     assert again.sync(force=True) and again.pending == 0
     got = c.get_run(run.run_id)
@@ -193,14 +154,15 @@ def test_failure_reasons_name_the_original_exception_in_plain_text():
         try:
             raise FileNotFoundError("no such file: data/train.tsv")
         except FileNotFoundError as inner:
-            raise RuntimeError("\x1b[31mTrial raised\x1b[0m") from inner
+            raise RuntimeError("\x1b[31mcould not read the training data\x1b[0m") from inner
     except RuntimeError as exc:
-        assert plain_reason(exc) == "FileNotFoundError: no such file: data/train.tsv"
+        assert plain_reason(exc) == ("RuntimeError: could not read the training data "
+                                     "(caused by FileNotFoundError: no such file: data/train.tsv)")
 
-    class Wrapped(Exception):  # what Ray's RayTaskError looks like: the cause on `.cause`
+    class Wrapped(Exception):  # what Ray's RayTaskError looks like: the trial's error on `.cause`
         cause = ValueError("bad \x1b[1mrow\x1b[0m")
 
-    assert plain_reason(Wrapped("\x1b[36mray::trial\x1b[0m")) == "ValueError: bad row"
+    assert plain_reason(Wrapped("\x1b[36mray::trial\x1b[0m Traceback ...")) == "ValueError: bad row"
 
 
 def test_registering_the_same_best_twice_keeps_one_version(store):

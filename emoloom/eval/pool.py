@@ -32,9 +32,9 @@ def ensure_ray() -> None:
     import ray
 
     if not ray.is_initialized():
-        # "local" starts a private instance unless RAY_ADDRESS names a cluster; a stale
-        # address file from an earlier `ray start` is then ignored (see notes/stack.md).
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False)
+        from emoloom.local_ray import init_ray
+
+        init_ray(include_dashboard=False)
 
 
 def actor_env(threads: int = 1) -> dict[str, str]:

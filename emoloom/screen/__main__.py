@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     digest = screen_hash(cfg, space)
     if args.dry_run:
-        print(json.dumps(dry_run(cfg, space, digest), indent=2, default=str))
+        plan = dry_run(cfg, space, digest)
+        print(json.dumps(plan, indent=2, default=str))
+        for line in plan["evaluation_sample"]["warnings"]:
+            print(f"warning: evaluation sample: {line}", file=sys.stderr)
         return 0
     from emoloom.screen.run import run_screen
 

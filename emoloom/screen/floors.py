@@ -14,7 +14,7 @@
   mean-VAD floor.
 
 A row's floor is fit on the training records of the row's taxonomy (cross-corpus rows asked
-with the training taxonomy, see `screen.trial.eval_records`, use the same fit; their Ekman
+with the training taxonomy, see `screen.sample.cross_corpus_records`, use the same fit; their Ekman
 Macro-F1 projects the predictions as for a model). Rows of taxonomy "ekman" with no Ekman
 training records use the training records projected onto Ekman-7.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import warnings
 from collections import Counter, defaultdict
@@ -36,6 +35,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from emoloom.atomic import atomic_write
 from emoloom.contract import VAD, Record, render_target
 from emoloom.labels import TAXONOMIES
 
@@ -222,10 +222,8 @@ def compute_floors(train: Sequence[Record], evals: Mapping[str, Sequence[Record]
         data = {"key": key, **_fit_predict(train, evals, seed)}
         data["metrics"] = {name: {ev: compute_metrics(rows, bootstrap=bootstrap, seed=seed) for ev, rows in per.items()}
                            for name, per in data["rows"].items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(path)  # atomic: concurrent screens never read half a file
+        with atomic_write(path) as f:  # concurrent screens never read half a file
+            f.write(json.dumps(data, ensure_ascii=False))
     floors = {name: {ev: {"rows": rows, "metrics": data["metrics"][name][ev]} for ev, rows in per.items()}
               for name, per in data["rows"].items()}
     return {"key": key, "cached": cached, "path": str(path), "mean_vad": data["mean_vad"], "fit": data["fit"],

@@ -14,6 +14,7 @@ from emoloom import tracking
 from emoloom.config import config_hash
 from emoloom.screen.config import ClusterShape, ScreenConfig
 from emoloom.screen.plan import concurrency, trial_demand
+from emoloom.report import best_row
 from emoloom.screen.space import SearchSpace
 
 
@@ -31,7 +32,20 @@ def screen_hash(cfg: ScreenConfig, space: SearchSpace) -> str:
 
 
 def dry_run(cfg: ScreenConfig, space: SearchSpace, digest: str) -> dict[str, Any]:
+    """The plan of a screen without starting it: config, hash, space, resources, and the
+    evaluation sample it would draw (rows per label, with warnings for labels that get few)."""
     cluster = cfg.cluster or ClusterShape()
+    try:
+        sets = screen_sets(cfg, space)
+    except Exception as exc:  # noqa: BLE001 - e.g. data only the cluster's storage (or the hub) holds
+        from emoloom.journal import plain_reason
+
+        sample = {"skipped": f"the evaluation sample could not be drawn here: {plain_reason(exc)}", "warnings": []}
+    else:
+        m = sets.manifest
+        sample = {"rows": m["n"], "epoch_rows": len(sets.epoch), "sha256": m["sha256"], "sources": m["sources"],
+                  "label_counts": m["label_counts"], "cross_corpus_rows": {k: len(v) for k, v in sets.cross.items()},
+                  "warnings": label_warnings(m)}
     return {
         "config_hash": digest,
         "config": cfg.model_dump(mode="json"),
@@ -41,6 +55,7 @@ def dry_run(cfg: ScreenConfig, space: SearchSpace, digest: str) -> dict[str, Any
                   "params": space.summary(), "fixed": space.fixed, "baselines": space.baselines},
         "trial_resources": trial_demand(cfg),
         "plan": concurrency(cfg, space, cluster),
+        "evaluation_sample": sample,
     }
 
 
@@ -62,8 +77,11 @@ def init_ray(cfg: ScreenConfig) -> str:
                 "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
         if key in os.environ:
             env[key] = os.environ[key]
+    from emoloom.local_ray import local_ray_options
+
+    # Every listener on 127.0.0.1 (emoloom/local_ray.py): a local screen is not a network service.
     ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False,
-             runtime_env={"env_vars": env})
+             runtime_env={"env_vars": env}, **local_ray_options())
     return "local"
 
 
@@ -102,8 +120,9 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
     from ray import tune
 
     from emoloom.journal import JOURNAL, RunJournal
-    from emoloom.report import journal_report
+    from emoloom.screen.plan import trial_demand
     from emoloom.screen.trial import TrialContext, run_trial
+    from emoloom.screen.verdict import ledger, screen_report
     from emoloom.versions import provenance
 
     t0 = time.time()
@@ -144,9 +163,23 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
     trials_dir = exp_dir / "trials"
     replay(trials_dir)  # what an earlier, interrupted run of this screen could not tell MLflow
 
+    t_stats = time.time()
+    try:
+        sets = screen_sets(cfg, space)
+    except Exception as exc:  # noqa: BLE001 - one clear line before any trial starts
+        from emoloom.journal import plain_reason
+
+        raise SystemExit(f"error: the evaluation sample could not be drawn: {plain_reason(exc)}") from None
+    for line in label_warnings(sets.manifest):
+        print(f"warning: evaluation sample: {line}", file=sys.stderr)
+    write_json(exp_dir / "eval_sample.json", sets.manifest)
+    parent.log_files([exp_dir / "eval_sample.json"])
     ctx = TrialContext(tracking_uri=uri, experiment_id=exp_id, parent_run_id=parent.run_id,
                        screen_hash=digest, screen=cfg.model_dump(mode="json"),
-                       fixed=space.fixed, metric=space.metric, mode=space.mode, trials_dir=str(trials_dir))
+                       fixed=space.fixed, metric=space.metric, mode=space.mode, trials_dir=str(trials_dir),
+                       sets=sets.to_json())
+    floors = record_floors(ctx, cfg, space, sets, storage / "floors")
+    stats_s = time.time() - t_stats
     where = init_ray(cfg)
     driver = {"cpu": cfg.resources.driver_cpus}
     if cfg.resources.driver_resource:  # e.g. `trial_driver`, offered only by the head (cluster/)
@@ -171,24 +204,39 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
         )
     grid = tuner.fit()
     reconcile(ctx, grid)
-    pending = replay(trials_dir)
 
+    t_stats = time.time()
     out = exp_dir / "report"
-    report = journal_report(trials_dir, out, space.mode)
-    parent.log_files(report["files"], artifact_path="report")
-    rows = report["rows"]
-    best = next((r for r in rows if r["status"] == "FINISHED" and r["objective"] is not None), None)
+    report = screen_report(trials_dir, out, mode=space.mode, metric=space.metric, searched=list(space.params),
+                           seed=cfg.seed)
+    rows, verdict = report["rows"], report["verdict"]
+    log_statistics(ctx, rows, verdict)
+    cost = ledger(rows, trial_demand(cfg), space.asha.max_t if space.asha.enabled else max(
+        [r["rung"] or 0 for r in rows if r["role"] == "trial"] or [1]))
+    write_json(out / "ledger.json", cost)
+    stats_s += time.time() - t_stats
+    pending = replay(trials_dir)
+    parent.log_files([*report["files"], out / "ledger.json"], artifact_path="report")
+    best = best_row(rows)
     summary = {"screen": exp_name, "config_hash": digest, "ray": where, "tracking_uri": uri,
                "experiment_id": exp_id, "parent_run_id": parent.run_id,
-               "trials": len(rows), "failed": sum(r["status"] == "FAILED" for r in rows),
+               "trials": sum(r["role"] == "trial" for r in rows), "failed": sum(r["status"] == "FAILED" for r in rows),
                "stopped_early": sum(r["status"] == "STOPPED" for r in rows),
-               "wall_s": round(time.time() - t0, 1), "best": best, "report_dir": str(out),
+               "wall_s": round(time.time() - t0, 1), "statistics_s": round(stats_s, 1),
+               "best": best and {k: v for k, v in best.items() if k != "folder"}, "report_dir": str(out),
                "storage": str(exp_dir), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+               "verdict": verdict, "floors": floors, "ledger": {k: cost[k] for k in ("totals", "eval_share", "early_stopping")},
                "registered_version": None}
+    parent.log_metrics({"tie_group_size": len(verdict["tie_group"]), "statistics_s": summary["statistics_s"],
+                        "ledger": {k: v for part in ("totals", "eval_share") for k, v in
+                                   {f"{part}.{n}": x for n, x in cost[part].items()}.items()},
+                        "ledger.early_stopping.saved_share": cost["early_stopping"]["saved_share"]})
+    parent.set_tags({"emoloom.verdict": " ".join(verdict["sentences"])})
     if best is not None:
-        parent.set_tags({"emoloom.best_trial": best["trial"], "emoloom.best_run_id": best["run_id"]})
+        parent.set_tags({"emoloom.best_trial": best["trial"], "emoloom.best_run_id": best["run_id"],
+                         "emoloom.best_below_floor": verdict["below_floor_best"]})
         parent.log_metrics({"best_objective": best["objective"], "wall_s": summary["wall_s"]})
-        summary["registered_version"] = register(c, cfg, best)
+        summary["registered_version"] = register(c, cfg, best, verdict)
     parent.finish()
     summary["pending_tracking"] = pending + (parent.pending > 0)
     write_summary(exp_dir, summary)
@@ -203,6 +251,94 @@ def write_summary(exp_dir: Path, summary: dict) -> None:
 
     with atomic_write(exp_dir / SUMMARY) as f:
         f.write(json.dumps(summary, indent=2, default=str))
+
+
+def write_json(path: Path, data: Any) -> None:
+    from emoloom.atomic import atomic_write
+
+    with atomic_write(path) as f:
+        f.write(json.dumps(data, indent=2, default=str))
+
+
+def base_train_config(cfg: ScreenConfig, space: SearchSpace):
+    """The training config every trial starts from: the screen's `train:` plus the space's fixed
+    values (no sampled parameter); what the evaluation sample and the floors are drawn from."""
+    from emoloom.screen.trial import build_train_config
+
+    return build_train_config(cfg.train, space.fixed, {}, Path(cfg.storage) / "base", cfg.seed)
+
+
+def screen_sets(cfg: ScreenConfig, space: SearchSpace):
+    """The rows every trial is scored on (`screen.sample.evaluation_sets`)."""
+    from emoloom.screen.sample import evaluation_sets
+
+    return evaluation_sets(base_train_config(cfg, space), cfg.eval.model_dump(mode="json"), cfg.seed)
+
+
+def label_warnings(manifest: dict) -> list[str]:
+    from emoloom.screen.sample import label_coverage_warnings
+
+    return label_coverage_warnings(manifest["label_counts"])
+
+
+def record_floors(ctx, cfg: ScreenConfig, space: SearchSpace, sets, cache_dir: Path) -> dict[str, Any]:
+    """Fit and score the floors once per screen (cached by data hash in `cache_dir`) and record
+    each as a run of its own (role `floor`) with the same files and metrics as a trial."""
+    from emoloom.journal import JOURNAL, RunJournal
+    from emoloom.screen.floors import compute_floors
+    from emoloom.screen.trial import summarize
+    from emoloom.train.examples import prepare_data
+
+    prepared = prepare_data(base_train_config(cfg, space))
+    train = [r for r in prepared.pool_a + prepared.pool_b if not r.meta.get("flip_of")]  # no augmented copies
+    evals = {"dev": sets.dev, **{f"cross/{k}": v for k, v in sets.cross.items()}}
+    result = compute_floors(train, evals, cache_dir, seed=cfg.seed)
+    for name, per_eval in result["floors"].items():
+        folder = Path(ctx.trials_dir) / f"floor_{name}"
+        journal = RunJournal(folder / JOURNAL, uri=ctx.tracking_uri, experiment_id=ctx.experiment_id,
+                             run_name=f"floor: {name}",
+                             tags={tracking.PARENT_TAG: ctx.parent_run_id, "emoloom.status": "FLOOR"},
+                             key_tags={tracking.SCREEN_TAG: ctx.screen_hash, tracking.ROLE_TAG: "floor",
+                                       tracking.TRIAL_TAG: f"floor-{name}"})
+        if journal.status == "FINISHED":
+            continue
+        predictions = folder / "dev" / "predictions.jsonl"
+        write_json(folder / "dev" / "metrics.json", per_eval["dev"]["metrics"])
+        from emoloom.atomic import atomic_write
+
+        with atomic_write(predictions) as f:
+            f.writelines(json.dumps(row) + "\n" for row in per_eval["dev"]["rows"])
+        metrics = summarize({"metrics": per_eval["dev"]["metrics"]}, "dev")
+        metrics["objective"] = metrics["dev.macro_f1_strict"]
+        cross = [k for k in per_eval if k != "dev"]
+        for k in cross:
+            s = summarize({"metrics": per_eval[k]["metrics"]}, "cross")
+            metrics.update({"cross.ekman_macro_f1": s["cross.ekman_macro_f1"],
+                            "cross.parse_ok_rate": s["cross.parse_ok_rate"]} if len(cross) == 1 else
+                           {f"cross.{k.removeprefix('cross/')}.ekman_macro_f1": s["cross.ekman_macro_f1"]})
+        journal.log_params({"model": {"name": name}, "floor": result["fit"][name]})
+        journal.log_metrics(metrics)
+        journal.log_files([predictions, folder / "dev" / "metrics.json"], "dev")
+        journal.finish()
+    return {"cached": result["cached"], "path": result["path"], "mean_vad": result["mean_vad"],
+            "fit_seconds": {k: v["seconds"] for k, v in result["fit"].items()}}
+
+
+def log_statistics(ctx, rows: list[dict], verdict: dict) -> None:
+    """Each trial's and floor's interval (and its difference to the best) on its own run."""
+    from emoloom.journal import JOURNAL, RunJournal
+
+    for r in rows:
+        if not r.get("ci95") or not r.get("folder"):
+            continue
+        journal = RunJournal.load(Path(r["folder"]) / JOURNAL, autosync=False)
+        metrics = {"objective_ci_low": r["ci95"][0], "objective_ci_high": r["ci95"][1]}
+        if r.get("diff_ci95"):
+            metrics.update(diff_to_best_ci_low=r["diff_ci95"][0], diff_to_best_ci_high=r["diff_ci95"][1])
+        journal.log_metrics(metrics)
+        if r["role"] == "trial":
+            journal.set_tags({"emoloom.tied_with_best": str(r["tied"]).lower(),
+                              "emoloom.below_floor": str(r["below_floor"]).lower()})
 
 
 def finished_summary(exp_dir: Path) -> dict | None:
@@ -225,7 +361,7 @@ def revisit(c, cfg: ScreenConfig, uri: str, exp_dir: Path, summary: dict) -> dic
         pending += 1
     best = summary.get("best")
     if best and summary.get("registered_version") is None and pending == 0:
-        summary["registered_version"] = register(c, cfg, best)
+        summary["registered_version"] = register(c, cfg, best, summary.get("verdict"))
     summary.update(pending_tracking=pending)
     write_summary(exp_dir, summary)
     print(f"screen {summary['screen']} already finished at {summary['finished_at']} ({exp_dir}); its "
@@ -246,8 +382,9 @@ def set_aside(c, exp_id: str, exp_dir: Path, digest: str) -> Path:
     return old
 
 
-def register(c, cfg: ScreenConfig, best: dict) -> str | None:
-    """Register the best trial's adapter (idempotent); None when it could not be done now."""
+def register(c, cfg: ScreenConfig, best: dict, verdict: dict | None = None) -> str | None:
+    """Register the best trial's adapter (idempotent), tagged with whether the screen separated
+    it from the runner-up; None when it could not be done now."""
     if not cfg.mlflow.registered_model:
         return None
     if not best.get("run_id"):
@@ -255,7 +392,11 @@ def register(c, cfg: ScreenConfig, best: dict) -> str | None:
               "same command when MLflow answers to register it", file=sys.stderr)
         return None
     try:
-        return tracking.register_best(c, best["run_id"], cfg.mlflow.registered_model)
+        version = tracking.register_best(c, best["run_id"], cfg.mlflow.registered_model)
+        sep = (verdict or {}).get("separation")
+        c.set_model_version_tag(cfg.mlflow.registered_model, version, "emoloom.separated_from_runner_up",
+                                "no runner-up" if not sep or sep.get("separated") is None else str(sep["separated"]).lower())
+        return version
     except Exception as exc:  # noqa: BLE001 - registry problems must not lose the screen
         from emoloom.journal import plain_reason
 
@@ -304,7 +445,7 @@ def reconcile(ctx, grid) -> None:
             journal.finish("KILLED", reason="stopped early by ASHA")
     for path in journals(ctx.trials_dir):
         tid = trial_id_of(str(path.parent))
-        if tid in seen:
+        if tid is None or tid in seen:  # floors, and trials Tune knows
             continue
         journal = trial_journal(ctx, tid, autosync=False)  # replay() syncs
         if journal.status == "RUNNING":

@@ -17,12 +17,14 @@ import json
 import math
 import random
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from emoloom.contract import Record
 from emoloom.labels import TAXONOMIES
 
-__all__ = ["evaluation_sample", "label_coverage_warnings", "load_full_dev", "sample_manifest"]
+__all__ = ["EvaluationSets", "cross_corpus_records", "evaluation_sample", "evaluation_sets",
+           "label_coverage_warnings", "load_full_dev", "sample_manifest"]
 
 
 def load_full_dev(train_cfg) -> tuple[list[Record], dict[str, str]]:
@@ -32,8 +34,8 @@ def load_full_dev(train_cfg) -> tuple[list[Record], dict[str, str]]:
     corpora from the same cache, lexicon-weak VAD with the config's lexicon and label weight) but
     without its `data.dev_size` subsample: prepare_data's dev set is a subset of this list."""
     from emoloom.lexicon import load_lexicon, with_weak_vad
-    # The one split reader of training (style: one definition of each rule); private today.
-    from emoloom.train.examples import _load_split
+    # The one split reader of training (style: one definition of each rule).
+    from emoloom.train.examples import load_split
 
     lexicon = load_lexicon(train_cfg.data.lexicon)
     files: dict[str, str] = {}
@@ -41,7 +43,7 @@ def load_full_dev(train_cfg) -> tuple[list[Record], dict[str, str]]:
     for src in train_cfg.data.sources:
         if not src.dev_split:
             continue
-        records = _load_split(src, src.dev_split, train_cfg, files)
+        records = load_split(src, src.dev_split, train_cfg, files)
         out += [with_weak_vad(r, lexicon, label_weight=train_cfg.data.label_weight) for r in records if r.labels]
     _check_unique(out)
     return out, files
@@ -193,3 +195,65 @@ def label_coverage_warnings(counts: Mapping[str, Mapping[str, int]], min_rows: i
                 out.append(f"{tax}/{label}: only {rows} row{'s' if rows > 1 else ''} in the evaluation sample "
                            f"(< {min_rows}); its F1, and so Macro-F1, moves in big steps")
     return out
+
+
+@dataclass
+class EvaluationSets:
+    """What every trial of a screen is scored on, drawn once by the screen's driver."""
+
+    dev: list[Record]  # the evaluation sample
+    epoch: list[Record]  # the rows decoded after every epoch (a stratified part of `dev`)
+    cross: dict[str, list[Record]]  # cross-corpus sets, Ekman-projected
+    files: dict[str, str]  # {file: sha256} of everything read
+    manifest: dict  # sample_manifest(dev)
+
+    def to_json(self) -> dict:
+        dump = lambda rs: [r.model_dump(mode="json") for r in rs]  # noqa: E731
+        return {"dev": dump(self.dev), "epoch_ids": [r.id for r in self.epoch],
+                "cross": {k: dump(v) for k, v in self.cross.items()}, "files": self.files,
+                "manifest": self.manifest}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "EvaluationSets":
+        dev = [Record.model_validate(r) for r in data["dev"]]
+        epoch_ids = set(data["epoch_ids"])
+        return cls(dev=dev, epoch=[r for r in dev if r.id in epoch_ids],
+                   cross={k: [Record.model_validate(r) for r in v] for k, v in data["cross"].items()},
+                   files=data["files"], manifest=data["manifest"])
+
+
+def cross_corpus_records(sources: Sequence[Mapping], train_taxonomy: str,
+                         files: dict[str, str]) -> dict[str, list[Record]]:
+    """Cross-corpus records ({"corpus/taxonomy/split": records}) projected onto Ekman-7.
+
+    When the training taxonomy contains the Ekman names (GoEmotions does), they are asked with
+    the training taxonomy's prompt, so the model answers in the label set it learned and the
+    Ekman-projected F1 compares like with like."""
+    from emoloom.data import load_corpus
+    from emoloom.data.base import project
+    from emoloom.labels import EKMAN
+
+    cross: dict[str, list[Record]] = {}
+    for src in sources:
+        data = load_corpus(src["corpus"], src.get("source"), src["split"], taxonomy=src.get("taxonomy"),
+                           limit=src.get("limit"))
+        records = project(data.with_weak_vad(), "ekman")
+        if set(EKMAN) <= set(TAXONOMIES[train_taxonomy]):
+            records = [r.model_copy(update={"taxonomy": train_taxonomy}) for r in records]
+        files.update(data.files)
+        cross["/".join(x for x in (src["corpus"], src.get("taxonomy"), src["split"]) if x)] = records
+    return cross
+
+
+def evaluation_sets(train_cfg, eval_options: Mapping, seed: int) -> EvaluationSets:
+    """The screen's evaluation sets from its base training config (the screen's `train:` plus
+    the space's fixed values) and its `eval:` options: `dev_limit` rows drawn from the full dev
+    split(s), `epoch_limit` of those for the per-epoch rung value, and the cross-corpus sets."""
+    dev, files = load_full_dev(train_cfg)
+    if not dev:
+        raise ValueError("the screen's training sources have no labelled dev rows (set a dev_split)")
+    sample = evaluation_sample(dev, eval_options["dev_limit"] or len(dev), seed)
+    epoch = evaluation_sample(sample, eval_options["epoch_limit"], seed)
+    # The first source's taxonomy (pool A's corpus) asks the cross-corpus questions.
+    cross = cross_corpus_records(eval_options["cross_corpus"], dev[0].taxonomy, files)
+    return EvaluationSets(dev=sample, epoch=epoch, cross=cross, files=files, manifest=sample_manifest(sample))

@@ -29,6 +29,7 @@ class TrialContext:
     metric: str = "objective"  # the space's metric: what `objective` holds (see objective_of)
     mode: str = "max"
     trials_dir: str = "runs/trials"
+    sets: dict = field(default_factory=dict)  # EvaluationSets.to_json(): the rows every trial is scored on
 
 
 @lru_cache(maxsize=1)
@@ -48,35 +49,6 @@ def build_train_config(screen_train: dict, fixed: dict, params: dict, out: Path,
     overrides = [f"{k}={json.dumps(v)}" for k, v in {**fixed, **params}.items()]
     base = {**json.loads(json.dumps(screen_train)), "out": str(out), "seed": seed}
     return load_config(TrainConfig, None, overrides, base=base)
-
-
-def eval_records(screen: dict, train_cfg, dev_limit: int | None):
-    """Dev records (the training data's dev split, lexicon-weak VAD) and cross-corpus records.
-
-    Cross-corpus records are projected onto Ekman-7; when the training taxonomy contains the
-    Ekman names (GoEmotions does), they are asked with the training taxonomy's prompt, so the
-    model answers in the label set it learned and the Ekman-projected F1 compares like with like.
-    Returns (dev, {name: records}, {file: sha256})."""
-    from emoloom.data import load_corpus
-    from emoloom.data.base import project
-    from emoloom.labels import EKMAN, TAXONOMIES
-    from emoloom.train.examples import prepare_data
-
-    prepared = prepare_data(train_cfg)
-    dev = prepared.dev[:dev_limit] if dev_limit else list(prepared.dev)
-    train_tax = (prepared.dev or prepared.pool_a)[0].taxonomy  # pool A's corpus asks the questions
-    files: dict[str, str] = dict(prepared.stats.get("sha256", {}))
-    cross: dict[str, list] = {}
-    for src in screen["eval"]["cross_corpus"]:
-        data = load_corpus(src["corpus"], src.get("source"), src["split"], taxonomy=src.get("taxonomy"),
-                           limit=src.get("limit"))
-        records = project(data.with_weak_vad(), "ekman")
-        if set(EKMAN) <= set(TAXONOMIES[train_tax]):
-            records = [r.model_copy(update={"taxonomy": train_tax}) for r in records]
-        files.update(data.files)
-        name = "/".join(x for x in (src["corpus"], src.get("taxonomy"), src["split"]) if x)
-        cross[name] = records
-    return dev, cross, files
 
 
 def _digest(files: dict[str, str]) -> str:
@@ -166,7 +138,9 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
 
     from emoloom.eval.run import evaluate
     from emoloom.journal import plain_reason
+    from emoloom.screen.sample import EvaluationSets
     from emoloom.train import fit
+    from emoloom.train.examples import prepare_data
     from emoloom.versions import provenance
 
     trial_id = tune.get_context().get_trial_id()
@@ -185,13 +159,15 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     try:
         train_cfg = build_train_config(screen["train"], ctx.fixed, params, out / "train", screen["seed"])
         journal.log_params(train_cfg.model_dump(mode="json"))
-        dev, cross, files = eval_records(screen, train_cfg, screen["eval"]["dev_limit"])
+        sets = EvaluationSets.from_json(ctx.sets)
+        dev, epoch_dev, cross = sets.dev, sets.epoch, sets.cross
+        files = {**prepare_data(train_cfg).stats.get("sha256", {}), **sets.files}
         out.mkdir(parents=True, exist_ok=True)
         (out / "data_sha256.json").write_text(json.dumps(files, indent=1, sort_keys=True))
         journal.set_tags({"emoloom.base_model": train_cfg.model.name,
                           "emoloom.train_config_hash": train_cfg.run_hash(),
                           "emoloom.data_sha256": _digest(files), **provenance()["tags"]})
-        epoch_dev = dev[: screen["eval"]["epoch_limit"]]
+        epoch_eval_s = 0.0
 
         def on_epoch(epoch: int, model, tokenizer, metrics: dict) -> dict:
             """KV-off decoding of a dev sample each epoch: the value ASHA compares at its rungs.
@@ -199,6 +175,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
             from emoloom.eval.run import evaluate
             from emoloom.models import Loaded
 
+            nonlocal epoch_eval_s
+            t_eval = time.time()
             candidate = Loaded(model=model, tokenizer=tokenizer, spec=train_cfg.model, path="(training)")
             was_training = model.training
             model.eval()
@@ -208,8 +186,11 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
             finally:
                 model.train(was_training)
             summary = summarize(quick, "epoch_dev")
+            epoch_eval_s += time.time() - t_eval
+            # elapsed and evaluation seconds so far: the cost ledger of a trial ASHA stops here
             extra = {"objective": objective_of(summary, "epoch_dev", ctx.metric), "epoch": epoch,
-                     "epoch_dev_parse_ok_rate": summary["epoch_dev.parse_ok_rate"]}
+                     "epoch_dev_parse_ok_rate": summary["epoch_dev.parse_ok_rate"],
+                     "elapsed_seconds": round(time.time() - started, 2), "epoch_eval_seconds": round(epoch_eval_s, 2)}
             journal.log_metrics({**{k: v for k, v in metrics.items() if k != "epoch"}, **extra}, step=epoch)
             return extra
 
@@ -221,7 +202,9 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         result = fit(train_cfg, callbacks=callbacks, storage_path=str(out / "ray"), epoch_hook=on_epoch)
         train_seconds = time.time() - started
         actors = screen["resources"]["eval_actors"]
-        final = {"train_seconds": round(train_seconds, 2)}
+        # (under Ray Train the hook ran on a worker: its count comes back with the epoch reports)
+        final = {"train_seconds": round(train_seconds, 2),
+                 "epoch_eval_seconds": round(result.last("epoch_eval_seconds", epoch_eval_s), 2)}
         dev_result = evaluate(_eval_config(screen, train_cfg, str(result.adapter), out / "dev", actors), dev,
                               log=lambda _msg: None)
         final.update(summarize(dev_result, "dev"))

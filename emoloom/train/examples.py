@@ -116,7 +116,7 @@ def prepare_data(cfg, *, use_cache: bool = True) -> Prepared:
     return prepared
 
 
-def _load_split(src, split: str, cfg, files: dict[str, str]) -> list[Record]:
+def load_split(src, split: str, cfg, files: dict[str, str]) -> list[Record]:
     """Records of one split; the sha256 of every file read is added to `files`."""
     from emoloom.data import load_corpus
 
@@ -143,12 +143,12 @@ def _prepare(cfg) -> Prepared:
     unlabelled = 0
     files: dict[str, str] = {}
     for src in cfg.data.sources:
-        records = _load_split(src, src.split, cfg, files)
+        records = load_split(src, src.split, cfg, files)
         labelled = [r for r in records if r.labels]
         unlabelled += len(records) - len(labelled)  # no target line without labels
         pools[src.pool] += weak(labelled)
         if src.dev_split and cfg.data.dev_size:
-            dev_by_source.append(weak([r for r in _load_split(src, src.dev_split, cfg, files) if r.labels]))
+            dev_by_source.append(weak([r for r in load_split(src, src.dev_split, cfg, files) if r.labels]))
     _dedupe_ids(pools["A"] + pools["B"])
 
     flips: list[Record] = []

@@ -110,7 +110,9 @@ def _fit_ray(cfg: TrainConfig, callbacks: Sequence[Any], storage_path, epoch_hoo
     from emoloom.train.loop import train_loop_per_worker
 
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=True)
+        from emoloom.local_ray import init_ray
+
+        init_ray(include_dashboard=False, log_to_driver=True)
     d = cfg.distributed
     name = f"train-{cfg.run_hash()}"
     storage = Path(storage_path).resolve() if storage_path else Path(cfg.out) / "ray"

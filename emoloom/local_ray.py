@@ -21,7 +21,7 @@ otherwise (Ray 2.60 then creates `~/.ray/auth_token`). With every port on loopba
 `RAY_AUTH_MODE=disabled` (the test suite's setting) exposes Ray to the users of this machine only,
 not to the network.
 
-Usage (the local branch of `emoloom.screen.run.init_ray`):
+Usage (every place that starts a local Ray: the screen, Ray Train fits, the evaluation pool):
 
     ray.init(address="local", num_cpus=..., include_dashboard=False, runtime_env=...,
              **local_ray_options())
@@ -60,3 +60,18 @@ def local_ray_options() -> dict:
     if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
         constants.ENABLE_RAY_CLUSTER = False
     return {"_node_ip_address": LOOPBACK, "dashboard_host": LOOPBACK}
+
+
+def init_ray(**kwargs) -> str:
+    """Join the cluster RAY_ADDRESS names, else start a local Ray on 127.0.0.1 only; returns
+    the address used ("local" for a new one). `kwargs` go to `ray.init` either way."""
+    import ray
+
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **kwargs)
+        return address
+    # "local" starts a private instance: a stale address file from an earlier `ray start` is
+    # then ignored (see notes/stack.md).
+    ray.init(address="local", **kwargs, **local_ray_options())
+    return "local"
