@@ -85,7 +85,7 @@ def rank_rows(views: list[dict[str, Any]], mode: str = "max", searched: list[str
             "run_id": view.get("run_id"),
             "status": "FLOOR" if role == "floor" else status,
             "model": view["params"].get("model.name", ""),
-            **{short: view["params"].get(key) for key, short in names.items()},
+            **{short: _number(view["params"].get(key)) for key, short in names.items()},
             "rung": m.get("epoch"),
             **{col: m.get(key) for col, key in COLUMNS.items()},
             **_seconds(m, status == "FINISHED"),
@@ -104,6 +104,15 @@ def rank_rows(views: list[dict[str, Any]], mode: str = "max", searched: list[str
     for rank, row in enumerate((r for r in rows if r["role"] == "trial"), start=1):
         row["rank"] = rank
     return rows
+
+
+def _number(text: str | None) -> float | str | None:
+    """A param as MLflow stores it (text) back as a number where it is one, so the table can
+    round it like a metric."""
+    try:
+        return float(text) if text is not None and text.strip().lower() not in ("nan", "inf", "-inf") else text
+    except ValueError:
+        return text
 
 
 def best_row(rows: list[dict]) -> dict | None:
