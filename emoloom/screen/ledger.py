@@ -88,8 +88,8 @@ def _early_stopping(trials: Mapping[str, Mapping], per: dict, totals: dict, max_
     cpu = gpu = 0.0
     for tid, t in trials.items():
         extra = max(0, max_t - t["epochs_done"]) * epoch_s
-        if extra and t["final_eval_s"] == 0:
-            extra += final_s  # a stopped trial skipped its final evaluation too
+        if not t["finished"] and t["final_eval_s"] == 0:
+            extra += final_s  # a stopped trial skipped its final evaluation (also when stopped at max_t)
         cpu += per[tid]["cpu_s"] + extra * t["cpus"]
         gpu += per[tid]["gpu_s"] + extra * t["gpus"]
     saved_cpu, saved_gpu = cpu - totals["cpu_s"], gpu - totals["gpu_s"]
