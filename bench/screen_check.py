@@ -63,7 +63,8 @@ def trial_runs(summary: dict):
     from emoloom import tracking
 
     c = tracking.client(summary["tracking_uri"])
-    return c, tracking.child_runs(c, summary["experiment_id"], summary["parent_run_id"])
+    runs = tracking.child_runs(c, summary["experiment_id"], summary["parent_run_id"])
+    return c, [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "trial"]  # not the floors
 
 
 def default_part(storage: Path, run: bool = True) -> dict:
