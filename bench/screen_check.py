@@ -118,8 +118,10 @@ def discrimination_part(storage: Path) -> dict:
     from emoloom.eval.run import EvalConfig, evaluate
     from emoloom.screen.config import ScreenConfig
     from emoloom.screen.defaults import DEFAULT_SCREEN
-    from emoloom.screen.trial import build_train_config, eval_records, summarize
     from emoloom.config import load_config
+    from emoloom.screen.run import screen_sets
+    from emoloom.screen.space import load_space
+    from emoloom.screen.trial import build_train_config, summarize
 
     storage.mkdir(parents=True, exist_ok=True)
     space = storage / "space.yaml"
@@ -134,10 +136,11 @@ def discrimination_part(storage: Path) -> dict:
         rows.append({"candidate": f"lr={float(run.data.params['optim.lr']):g}", "status": run.info.status,
                      "objective": m.get("objective"), "macro_f1": m.get("dev.macro_f1"),
                      "parse_ok": m.get("dev.parse_ok_rate")})
-    # the untrained base model on the same dev records, same decoder
-    screen = load_config(ScreenConfig, None, [], base=DEFAULT_SCREEN).model_dump(mode="json")
+    # the untrained base model on the screen's evaluation sample, same decoder
+    cfg = load_config(ScreenConfig, None, [f"space={space}"], base=DEFAULT_SCREEN)
+    screen = cfg.model_dump(mode="json")
     train_cfg = build_train_config(screen["train"], {}, {"model.name": "tiny-qwen2"}, storage / "untrained", 0)
-    dev, _, _ = eval_records(screen, train_cfg, screen["eval"]["dev_limit"])
+    dev = screen_sets(cfg, load_space(str(space))).dev
     base = summarize(evaluate(EvalConfig(model=train_cfg.model, decoder=screen["eval"]["decoder"],
                                          max_new_tokens=screen["eval"]["max_new_tokens"], bootstrap=0), dev,
                               log=lambda _m: None), "dev")

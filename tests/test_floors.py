@@ -30,7 +30,7 @@ def _weak(records):
 def synthetic():
     train = _weak(synthetic_records("goemotions", 600, seed=0, split="train"))
     dev = _weak(synthetic_records("goemotions", 120, seed=0, split="dev"))
-    # Cross-corpus rows as screen.trial.eval_records builds them: Ekman-projected, asked with
+    # Cross-corpus rows as screen.sample.cross_corpus_records builds them: Ekman-projected, asked with
     # the training taxonomy (GoEmotions contains the Ekman names).
     dd = project(_weak(synthetic_records("dailydialog", 80, seed=0, split="validation")), "ekman")
     cross = [r.model_copy(update={"taxonomy": "goemotions"}) for r in dd]
