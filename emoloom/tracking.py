@@ -19,6 +19,11 @@ TRIAL_TAG = "emoloom.trial_key"
 ROLE_TAG = "emoloom.role"  # "screen" (parent run) or "trial" (child run)
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAM_CHARS = 500  # MLflow caps param values
+# MLflow 3's UI picks an experiment's view from this tag; without it a screen may open on the
+# GenAI traces page instead of its runs.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # a run's Description in the UI (markdown)
+NOTE_CHARS = 5000  # what a journal keeps of a tag value
 
 
 def default_tracking_uri(storage: str | Path) -> str:
@@ -61,9 +66,11 @@ def ensure_experiment(c, name: str, artifact_location: str | Path | None = None)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
+        if KIND_TAG not in exp.tags:  # an experiment made before the tag (or by hand); a user's choice stays
+            c.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         return exp.experiment_id
     location = Path(artifact_location).resolve().as_uri() if artifact_location else None
-    return c.create_experiment(name, artifact_location=location)
+    return c.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND})
 
 
 def find_run(c, experiment_id: str, **tags: str):

@@ -80,12 +80,25 @@ def test_a_screen_qualifies_its_ranking_and_a_failing_trial_does_not_stop_it(tmp
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Best candidate: trial" in proc.stdout and "mlflow ui --backend-store-uri sqlite:///" in proc.stdout
+    # the last lines: the exact `mlflow ui` of this environment and the experiment's runs page
+    last = proc.stdout.strip().splitlines()[-2:]
+    assert last[0].startswith(f"Open in MLflow: {os.path.join(os.path.dirname(sys.executable), 'mlflow')}"[:16])
+    assert "mlflow ui --backend-store-uri sqlite:///" in last[0] and "--host 127.0.0.1" in last[0]
+    assert last[1].startswith("Runs of the screen: http://127.0.0.1:5000/#/experiments/") and "/runs" in last[1]
     exp_dir = next((tmp_path / "runs").glob("t-*"))
     c, parents, children = mlflow_runs(tmp_path)
     parent = parents[0]
     trials = [r for r in children if r.data.tags[tracking.ROLE_TAG] == "trial"]
     floors = {r.data.params["model.name"]: r for r in children if r.data.tags[tracking.ROLE_TAG] == "floor"}
     assert len(parents) == 1 and len(trials) == 4 and set(floors) == {"majority", "tfidf_lr"}
+
+    # The MLflow UI tells the story: runs view, named trials, the leaderboard as the Description.
+    assert c.get_experiment_by_name("emoloom-screen").tags["mlflow.experimentKind"] == "custom_model_development"
+    names = sorted(r.info.run_name for r in trials)
+    assert all(n.startswith(("tiny-llama lr=", "no-such/model lr=")) and " spe=" in n and " #" in n for n in names), names
+    note = parent.data.tags["mlflow.note.content"]
+    assert "| rank |" in note and "Ranks 1 and 2 are not separated" in note and "**Best**: trial" in note
+    assert not any("step" in r.data.metrics for r in trials)
 
     # A trial that cannot load its model fails with the original error in plain text; the rest go on.
     failed = [r for r in trials if r.data.params["model.name"] == "no-such/model"][0]

@@ -1,4 +1,4 @@
-"""`python -m emoloom.screen [SCREEN.yaml] [key=value ...] [--dry-run] [--resume] [--rerun]`."""
+"""`python -m emoloom.screen [PRESET | SCREEN.yaml] [key=value ...] [--dry-run] [--resume] [--rerun]`."""
 from __future__ import annotations
 
 import argparse
@@ -9,14 +9,38 @@ from pathlib import Path
 from emoloom.config import ConfigError
 
 
+def _epilog() -> str:
+    from emoloom.screen.presets import presets
+    from emoloom.screen.space import SPACES_DIR
+
+    spaces = ", ".join(sorted(p.stem for p in SPACES_DIR.glob("*.yaml")))
+    return f"""\
+presets (screens/*.yaml):   {', '.join(presets())}
+search spaces (space=NAME): {spaces}
+
+overrides: dotted key=value, the value read as YAML; screen keys as in emoloom/screen/config.py,
+search-space keys after `space.` (fixed/params take the rest as one training key), e.g.
+  python -m emoloom.screen goemotions space.num_trials=2 space.max_concurrent=1 --dry-run
+  python -m emoloom.screen space=regularizers eval.dev_limit=200 train.optim.batch_size=8 space.fixed.epochs=1
+Relative paths (data, lexicon) are read from the directory the command starts in; ${{VAR:-default}}
+is expanded (the goemotions preset reads ${{EMOLOOM_DATA:-../shared/data}}).
+
+results: <storage>/<name>-<hash>/ (storage=runs by default): report/leaderboard.md, ledger.json,
+summary.json, trials/*/journal.json; MLflow in <storage>/mlflow.db (or mlflow.tracking_uri=),
+best candidate registered as model emoloom-best@best; the last lines print the `mlflow ui` command.
+"""
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m emoloom.screen",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_epilog(),
         description="Screen base models and training recipes: Ray Tune + Optuna + ASHA over LoRA SFT "
                     "runs, KV-off evaluation, everything logged to MLflow. With no arguments it runs the "
                     "embedded default (built-in tiny models on synthetic corpora, local Ray, sqlite MLflow).")
-    p.add_argument("items", nargs="*", metavar="SCREEN.yaml | key=value",
-                   help="an optional screen config file, then dotted overrides (e.g. space=regularizers)")
+    p.add_argument("items", nargs="*", metavar="PRESET | SCREEN.yaml | key=value",
+                   help="an optional preset name or screen config file, then dotted overrides "
+                        "(e.g. space=regularizers, space.num_trials=2)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved config, its hash, the search space and the resource plan; start nothing")
     p.add_argument("--resume", action="store_true",
@@ -34,17 +58,25 @@ def main(argv: list[str] | None = None) -> int:
     from emoloom.screen.run import dry_run, screen_hash
     from emoloom.screen.space import check_keys, load_space
     from emoloom.config import load_config
+    from emoloom.screen.presets import (apply_space_overrides, check_top_keys, resolve_paths, resolve_screen,
+                                        split_space_overrides)
     from emoloom.screen.trial import build_train_config, train_keys
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     path = None
     overrides = list(args.items)
-    if overrides and "=" not in overrides[0]:
-        path = overrides.pop(0)
     try:
+        if overrides and "=" not in overrides[0]:
+            path = resolve_screen(overrides.pop(0))
+        space_overrides, overrides = split_space_overrides(overrides)
+        check_top_keys(overrides)
         cfg = load_config(ScreenConfig, path, overrides, base=DEFAULT_SCREEN)
-        space = load_space(cfg.space)
+        space = apply_space_overrides(load_space(cfg.space), space_overrides, str(cfg.space))
         check_keys(space, train_keys(), str(cfg.space))
+        # identity on the paths as written (presets.resolve_paths says why), then absolute paths:
+        # trials run in working directories of their own
+        digest = screen_hash(cfg, space)
+        cfg, space = resolve_paths(cfg, space)
         try:  # the screen's `train:` section plus the space's fixed values
             train_cfg = build_train_config(cfg.train, space.fixed, {}, Path(cfg.storage), cfg.seed)
         except ConfigError as exc:
@@ -55,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    digest = screen_hash(cfg, space)
     if args.dry_run:
         plan = dry_run(cfg, space, digest)
         print(json.dumps(plan, indent=2, default=str))
@@ -64,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from emoloom.screen.run import run_screen
 
-    summary = run_screen(cfg, space, resume=args.resume, rerun=args.rerun)
+    summary = run_screen(cfg, space, resume=args.resume, rerun=args.rerun, digest=digest)
     print_summary(summary)
     return 0 if summary.get("best") else 1
 
@@ -87,12 +118,31 @@ def print_summary(summary: dict) -> None:
     if summary.get("pending_tracking"):
         print(f"MLflow did not take everything: {summary['pending_tracking']} run(s) are kept in their journals under "
               f"{summary['storage']}; run the same command again when MLflow answers to replay them.")
-    uri = summary["tracking_uri"]
+    uri, exp = summary["tracking_uri"], summary["experiment_id"]
     if uri.startswith(("http://", "https://")):
-        print(f"Open in MLflow: {uri}/#/experiments/{summary['experiment_id']}/runs/{summary['parent_run_id']}")
+        base = uri.rstrip("/")
     else:
-        print(f"Open in MLflow: mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000, "
-              f"experiment id {summary['experiment_id']}, screen run {summary['parent_run_id']})")
+        base = "http://127.0.0.1:5000"
+        print(f"Open in MLflow: {mlflow_command()} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    print(f"Runs of the screen: {base}/#/experiments/{exp}/runs   (screen run: {base}/#/experiments/{exp}/runs/"
+          f"{summary['parent_run_id']})")
+
+
+def mlflow_command() -> str:
+    """The `mlflow` of this interpreter's environment (a venv's bin/ is usually not on PATH),
+    relative to the working directory when it lies below it: `.venv/bin/mlflow`."""
+    import os
+    import shutil
+
+    exe = Path(sys.executable).parent / "mlflow"
+    if not exe.exists():
+        return shutil.which("mlflow") or "mlflow"
+    if shutil.which("mlflow") == str(exe):
+        return "mlflow"
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return os.fspath(exe)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,8 @@ def _scheduler(space: SearchSpace):
 
 
 def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
-               rerun: bool = False) -> dict[str, Any]:
+               rerun: bool = False, digest: str | None = None) -> dict[str, Any]:
+    """`digest`: the screen's hash taken on its paths as written (before presets.resolve_paths)."""
     from ray import tune
 
     from emoloom.journal import JOURNAL, RunJournal
@@ -126,7 +127,7 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
     from emoloom.versions import provenance
 
     t0 = time.time()
-    digest = screen_hash(cfg, space)
+    digest = digest or screen_hash(cfg, space)
     storage = Path(cfg.storage).resolve()
     exp_name = f"{cfg.name}-{digest}"
     exp_dir = storage / exp_name
@@ -231,7 +232,8 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
                         "ledger": {k: v for part in ("totals", "eval_share") for k, v in
                                    {f"{part}.{n}": x for n, x in cost[part].items()}.items()},
                         "ledger.early_stopping.saved_share": cost["early_stopping"]["saved_share"]})
-    parent.set_tags({"emoloom.verdict": " ".join(verdict["sentences"])})
+    parent.set_tags({"emoloom.verdict": " ".join(verdict["sentences"]),
+                     tracking.NOTE_TAG: screen_note(exp_name, out / "leaderboard.md", best)})
     if best is not None:
         parent.set_tags({"emoloom.best_trial": best["trial"], "emoloom.best_run_id": best["run_id"],
                          "emoloom.best_below_floor": verdict["below_floor_best"]})
@@ -241,6 +243,22 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
     summary["pending_tracking"] = pending + (parent.pending > 0)
     write_summary(exp_dir, summary)
     return summary
+
+
+def screen_note(exp_name: str, board: Path, best: dict | None) -> str:
+    """The parent run's Description in the MLflow UI: the leaderboard (markdown, with the verdict
+    sentences under it) and the best candidate. Rows are dropped from the bottom if it would not
+    fit a tag; the full table is the run's artifact report/leaderboard.md."""
+    head = [f"### Screen {exp_name}", ""]
+    if best:
+        head += [f"**Best**: trial {best['trial']} ({best['model']}), objective {best['objective']:.4f}", ""]
+    text = board.read_text() if board.is_file() else "(no trials)"
+    lines = text.splitlines()
+    tail = "\n\n_Full table: artifact `report/leaderboard.md`._"
+    table = [i for i, line in enumerate(lines) if line.startswith("|")]
+    while table and len("\n".join(head + lines)) + len(tail) > tracking.NOTE_CHARS and len(table) > 3:
+        del lines[table.pop()]  # the lowest-ranked row first; header and separator stay
+    return "\n".join(head + lines) + tail
 
 
 SUMMARY = "summary.json"

@@ -113,12 +113,37 @@ def start_watchdog(seconds: float, journal, exit=os._exit) -> threading.Timer:
     return timer
 
 
-def trial_journal(ctx: TrialContext, trial_id: str, autosync: bool = True):
-    """The trial's journal (its MLflow run, recorded locally first), created when missing."""
+def _short_value(value: Any) -> str:
+    if isinstance(value, float):
+        if value != 0 and abs(value) < 0.01:  # learning rates: 3.5e-3, not 0.0035
+            mantissa, exp = f"{value:.1e}".split("e")
+            return f"{mantissa.removesuffix('.0')}e{int(exp)}"
+        return f"{value:.2f}"
+    return str(value)
+
+
+def run_name(trial_id: str, params: dict | None = None) -> str:
+    """What the MLflow UI lists: the model and the searched values, then the trial's number, e.g.
+    `tiny-llama lr=3e-3 vp=0.20 #00001` (a multi-word key by its initials: vad_preserve -> vp)."""
+    if not params:
+        return f"trial_{trial_id}"
+    parts = [str(params["model.name"])] if "model.name" in params else []
+    for key, value in params.items():
+        if key == "model.name":
+            continue
+        last = key.rsplit(".", 1)[-1]
+        short = "".join(w[0] for w in last.split("_")) if "_" in last else last
+        parts.append(f"{short}={_short_value(value)}")
+    return " ".join(parts) + f" #{trial_id.rsplit('_', 1)[-1]}"
+
+
+def trial_journal(ctx: TrialContext, trial_id: str, autosync: bool = True, params: dict | None = None):
+    """The trial's journal (its MLflow run, recorded locally first), created when missing; named by
+    `params` (the sampled values) when given."""
     from emoloom.journal import JOURNAL, RunJournal
 
     return RunJournal(Path(ctx.trials_dir) / f"trial_{trial_id}" / JOURNAL, uri=ctx.tracking_uri,
-                      experiment_id=ctx.experiment_id, run_name=f"trial_{trial_id}",
+                      experiment_id=ctx.experiment_id, run_name=run_name(trial_id, params),
                       tags={tracking.PARENT_TAG: ctx.parent_run_id, "emoloom.status": "RUNNING"},
                       key_tags={tracking.SCREEN_TAG: ctx.screen_hash, tracking.ROLE_TAG: "trial",
                                 tracking.TRIAL_TAG: trial_id}, autosync=autosync)
@@ -147,7 +172,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     screen = ctx.screen
     params = dict(config)
     out = Path(ctx.trials_dir) / f"trial_{trial_id}"
-    journal = trial_journal(ctx, trial_id)
+    journal = trial_journal(ctx, trial_id, params=params)
     if journal.status == "FINISHED" and "objective" in journal.view["metrics"]:
         # Finished after Tune's last snapshot of a killed driver: report again, never retrain.
         tune.report(tune_metrics(journal.view["metrics"]))
@@ -191,7 +216,9 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
             extra = {"objective": objective_of(summary, "epoch_dev", ctx.metric), "epoch": epoch,
                      "epoch_dev_parse_ok_rate": summary["epoch_dev.parse_ok_rate"],
                      "elapsed_seconds": round(time.time() - started, 2), "epoch_eval_seconds": round(epoch_eval_s, 2)}
-            journal.log_metrics({**{k: v for k, v in metrics.items() if k != "epoch"}, **extra}, step=epoch)
+            # `step` is MLflow's own axis: a metric of that name only confuses its charts
+            logged = {("optimizer_steps" if k == "step" else k): v for k, v in metrics.items() if k != "epoch"}
+            journal.log_metrics({**logged, **extra}, step=epoch)
             return extra
 
         callbacks = []
