@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -151,8 +152,10 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(reference, tmp_path, m
         fit(cfg)
     assert [p.name for p in local_checkpoints(cfg.out)] == ["epoch_0001"]
     monkeypatch.setattr(Trainer, "report", original)
+    assert (local_checkpoints(cfg.out)[0] / "scheduler.pt").exists()
     resumed = fit(cfg)
     assert resumed.metrics["loss"] == reference.metrics["loss"]  # the same curve as without the crash
+    assert resumed.metrics["lr"] == reference.metrics["lr"]  # the scheduler resumed where it stopped
     assert [p.name for p in local_checkpoints(cfg.out)] == ["epoch_0001", "epoch_0002"]
     with pytest.raises(ValueError, match="different config"):
         fit(small(tmp_path / "resumed", "optim.lr=0.01"))
@@ -187,6 +190,75 @@ def test_adapter_only_checkpoint_reproduces_outputs(tmp_path):
         h2 = out.hidden_states[-1][torch.arange(4), batch["prompt_end"]]
         assert torch.allclose(out.logits, logits, atol=1e-5)
         assert torch.allclose(heads.vad_pred(h2), vad, atol=1e-6)
+
+
+# -- LR schedule, device and precision --------------------------------------------------------------
+
+
+def _hand_written_lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
+    """The schedule the loop used before transformers' get_scheduler (kept here to measure against)."""
+    o = cfg.optim
+    if o.warmup_steps and step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    if o.schedule == "constant":
+        return 1.0
+    u = min(1.0, max(0.0, (step - o.warmup_steps) / max(1, total - o.warmup_steps - 1)))
+    shape = 1.0 - u if o.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * u))
+    return o.min_lr_ratio + (1.0 - o.min_lr_ratio) * shape
+
+
+@pytest.mark.parametrize("schedule, decay_diff", [("cosine", 5.6e-4), ("linear", 6.1e-4), ("constant", 0.0)])
+def test_lr_schedule_is_transformers_get_scheduler(schedule, decay_diff):
+    """Over the GPU screen's training config (3 epochs of 500 steps, warmup 20): transformers'
+    warmup is the old one a step later, the decay differs by < 6.1e-4 of the base rate."""
+    import yaml
+
+    from emoloom.train.schedule import build_scheduler
+
+    train = yaml.safe_load((Path(__file__).parents[1] / "cluster" / "screen_gpu.yaml").read_text())["train"]
+    cfg = TrainConfig.model_validate({**train, "epochs": 3, "optim": {**train["optim"], "schedule": schedule,
+                                                                      "lr": 2e-4, "head_lr": 1e-3}})
+    total, warmup = cfg.epochs * cfg.steps_per_epoch, cfg.optim.warmup_steps
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.AdamW([{"params": params[:1], "lr": 2e-4}, {"params": params[1:], "lr": 1e-3}], lr=2e-4)
+    sched = build_scheduler(cfg, opt, total)
+    new = []
+    for _ in range(total):
+        lm, head = sched.get_last_lr()
+        assert head / 1e-3 == pytest.approx(lm / 2e-4, abs=1e-12)  # one factor for both groups
+        new.append(lm / 2e-4)
+        opt.step()
+        sched.step()
+    old = [_hand_written_lr_factor(cfg, s, total) for s in range(total)]
+    assert new[0] == 0.0 and all(new[s + 1] == pytest.approx(old[s], abs=1e-12) for s in range(warmup - 1))
+    diff = max(abs(a - b) for a, b in zip(new[warmup:], old[warmup:]))
+    assert diff <= decay_diff, diff
+    assert new[-1] == pytest.approx(cfg.optim.min_lr_ratio if schedule != "constant" else 1.0, abs=1e-3)
+
+
+def test_in_process_bf16_autocast_reports_speed_and_peak_memory(tmp_path):
+    """num_workers=0, no GPU, distributed.bf16=true: the plain engine trains under CPU bf16 autocast
+    and metrics.json carries device, precision, tokens/s and the peak memory (process RSS on the CPU)."""
+    from emoloom.train import fit
+
+    m = fit(small(tmp_path / "bf16", "max_steps=2", "steps_per_epoch=1", "distributed.bf16=true")).metrics
+    assert m["device"] == "cpu" and m["precision"] == "bf16-autocast" and m["engine"] == "plain"
+    assert all(math.isfinite(x) for x in m["loss"]) and m["tokens_per_s"] > 0
+    assert m["peak_memory"]["kind"] == "process_peak_rss" and m["peak_memory_bytes"] > 50 * 2**20
+    assert m["epochs"][-1]["peak_memory_bytes"] == m["peak_memory_bytes"]
+    fp32 = fit(small(tmp_path / "fp32", "max_steps=1")).metrics
+    assert fp32["precision"] == "fp32"
+    assert fp32["loss"][0] != m["loss"][0]  # bf16 changed the numbers: autocast was on
+
+
+def test_one_gpu_without_ray_needs_a_cuda_device(tmp_path, monkeypatch):
+    from emoloom.train import fit
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = small(tmp_path / "gpu", "max_steps=1", "distributed.use_gpu=true")
+    assert cfg.distributed.num_workers == 0  # one GPU in-process: a valid config now
+    with pytest.raises(RuntimeError, match="torch sees no CUDA device"):
+        fit(cfg)
 
 
 # -- Ray Train + DeepSpeed ZeRO-2 on 2 CPU workers ---------------------------------------------------------
@@ -257,8 +329,10 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss_term(tmp_path):
     from emoloom.train import fit
     from emoloom.train.loop import NonFiniteLossError, local_checkpoints
 
-    cfg = small(tmp_path / "diverged", "optim.lr=1e30", "max_steps=3")  # finite, but the weights overflow
-    with pytest.raises(NonFiniteLossError, match=r"^step 2: loss term 'sft' is nan \(lr 1e\+30\)$"):
+    # finite, but the weights overflow: step 1 warms up at rate 0 (transformers' warmup), step 2
+    # applies 1e30, so step 3's loss is the first NaN (at the cosine's 5.5e29)
+    cfg = small(tmp_path / "diverged", "optim.lr=1e30", "max_steps=3")
+    with pytest.raises(NonFiniteLossError, match=r"^step 3: loss term 'sft' is nan \(lr 5\.5e\+29\)$"):
         fit(cfg)
     assert local_checkpoints(cfg.out) == [] and not (tmp_path / "diverged" / "adapter").exists()
 
@@ -266,7 +340,7 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss_term(tmp_path):
 @pytest.mark.parametrize("clip, message", [
     ("1.0", r"^step 1: gradient norm is (nan|inf) \(every loss term finite; lr [\d.e+-]+\)$"),
     # no clipping, no norm computed: the poisoned weights show up as a loss term one step later
-    ("0", r"^step 2: loss term '\w+' is nan"),
+    ("0", r"^step [23]: loss term '\w+' is nan"),
 ])
 def test_non_finite_gradients_stop_the_run(tmp_path, monkeypatch, clip, message):
     from emoloom.train.loop import NonFiniteLossError, Trainer, WorkerContext
@@ -291,7 +365,7 @@ def test_cli_reports_a_diverged_run_in_one_line(tmp_path, capsys):
     out = tmp_path / "cli-nan"
     assert main(["train", *SMALL, "optim.lr=1e30", "max_steps=3", f"out={out}"]) == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.strip().splitlines()[-1] == "error: step 2: loss term 'sft' is nan (lr 1e+30)"
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "error: step 3: loss term 'sft' is nan (lr 5.5e+29)"
     assert not (out / "adapter").exists()
     assert main(["train", "optim.lr=.inf", f"out={out}"]) == 2  # rejected before any training
     assert "optim.lr: Input should be a finite number" in capsys.readouterr().err

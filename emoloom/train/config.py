@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from emoloom.config import StrictModel, config_hash
 from emoloom.models import ModelSpec, is_builtin
@@ -102,10 +102,13 @@ class OptimSection(StrictModel):
 
 
 class DistributedSection(StrictModel):
-    num_workers: int = Field(0, ge=0)  # 0: the loop runs in this process, no Ray, no DeepSpeed
+    # 0: the loop runs in this process, no Ray, no DeepSpeed (one CUDA device when use_gpu, else the CPU);
+    # >= 1: Ray Train workers (DeepSpeed ZeRO or DDP), one GPU each when use_gpu
+    num_workers: int = Field(0, ge=0)
     strategy: Literal["deepspeed", "ddp"] = "deepspeed"
     zero_stage: Literal[2, 3] = 2
-    bf16: bool | Literal["auto"] = "auto"  # auto: on when use_gpu and the GPU supports it
+    # auto: on when use_gpu and the GPU supports it; true on the CPU: bf16 autocast there too
+    bf16: bool | Literal["auto"] = "auto"
     use_gpu: bool = False
     cpus_per_worker: int = Field(1, ge=1)
     # torch intra-op threads of each worker and of the in-process loop (None: cpus_per_worker).
@@ -142,12 +145,6 @@ class TrainConfig(StrictModel):
         if not value.strip():
             raise ValueError("out must name a folder")
         return value
-
-    @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
-        if self.distributed.use_gpu and self.distributed.num_workers == 0:
-            raise ValueError("distributed.use_gpu needs distributed.num_workers >= 1 (GPU runs go through Ray Train)")
-        return self
 
     # -- resolved views (defaults that depend on other fields) ---------------------------------
 

@@ -93,7 +93,8 @@ def rationale_vad(logits: torch.Tensor, rationale_mask: torch.Tensor, token_ids:
     ex_sum = torch.zeros(b, device=logits.device).index_add(0, example, torch.exp(row_lse - ex_max[example]))
     ex_lse = ex_max + torch.log(ex_sum.clamp(min=1e-30))
     weights = torch.exp(logp - ex_lse[example].unsqueeze(1))  # sums to 1 over each example's (t, v)
-    implied = torch.zeros(b, 3, device=logits.device).index_add(0, example, weights @ token_vad.float())
+    # .float(): under bf16 autocast the matmul comes back in bf16; the sums here stay fp32
+    implied = torch.zeros(b, 3, device=logits.device).index_add(0, example, (weights @ token_vad.float()).float())
     has[example] = True
     return torch.where(has.unsqueeze(1), implied, r), has
 
