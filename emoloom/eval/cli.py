@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
+from pathlib import Path
 
 from emoloom.data.cli import non_negative_int
 from emoloom.labels import TAXONOMIES
@@ -96,10 +98,57 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "forwards_per_example": result["forwards_per_example"],
         "failed_rows": result["failed_rows"],
         "wall_time_s": result["wall_time_s"],
+        "parse_errors": head.get("parse_errors", {}),
         "out": args.out,
     }
     print(json.dumps(summary))
+    for line in explain_metrics(head, Path(args.out) / "predictions.jsonl"):
+        print(f"evaluate: {line}", file=sys.stderr)
     return 0
+
+
+def other_taxonomy_labels(predictions: Path) -> dict[str, Counter]:
+    """{record taxonomy -> Counter of taxonomies whose labels its unknown_label answers used}:
+    a model trained on one corpus answers in that corpus's labels."""
+    import ast
+
+    from emoloom.labels import TAXONOMIES
+
+    found: dict[str, Counter] = {}
+    if not predictions.is_file():
+        return found
+    for line in predictions.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("error") != "unknown_label" or "not in the taxonomy: " not in (row.get("detail") or ""):
+            continue
+        try:
+            unknown = ast.literal_eval(row["detail"].split("not in the taxonomy: ", 1)[1])
+        except (ValueError, SyntaxError):
+            continue
+        for name, labels in TAXONOMIES.items():
+            if name != row.get("taxonomy") and unknown and all(l in labels for l in unknown):
+                found.setdefault(row.get("taxonomy"), Counter())[name] += 1
+    return found
+
+
+def explain_metrics(head: dict, predictions: Path) -> list[str]:
+    """Why ParseOK is low or Macro-F1 is null, in words: the parse failures by reason, and a model
+    that answers in another taxonomy's labels."""
+    lines = []
+    n, rate = head.get("n") or 0, head.get("parse_ok_rate")
+    errors = head.get("parse_errors") or {}
+    if errors and (rate is None or rate < 1):
+        counts = ", ".join(f"{k} {v}" for k, v in errors.items())
+        lines.append(f"{round((1 - (rate or 0)) * n)} of {n} answers failed the contract: {counts} "
+                     f"(reasons: README 'The JSON contract'; rows in predictions.jsonl, field error/detail)")
+    for tax, other in other_taxonomy_labels(predictions).items():
+        names = ", ".join(f"{k} ({v} answers)" for k, v in other.most_common())
+        lines.append(f"the model answers {tax} records with labels of another taxonomy: {names}; was the adapter "
+                     f"trained on that corpus? Evaluate it on records of that taxonomy")
+    if head.get("ok_only", {}).get("labels", {}).get("macro_f1") is None:
+        lines.append("macro_f1 is null: no ParseOK answer on a record with gold labels"
+                     + ("" if n else " (no records)"))
+    return lines
 
 
 def run_predict(args: argparse.Namespace, stdin=None, stdout=None, stderr=None) -> int:
