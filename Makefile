@@ -23,6 +23,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 setup: $(VENV)/.installed
+	@$(PY) -c "import torch; c = torch.version.cuda; print('torch', torch.__version__, ('CUDA ' + c + ' build') if c else 'CPU build', '(CUDA available)' if torch.cuda.is_available() else '')"
 
 demo: setup
 	$(PY) -m emoloom.screen
