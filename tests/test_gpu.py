@@ -1,10 +1,12 @@
 """The GPU path: DeepSpeed ZeRO-2 bf16 LoRA training, KV-off decoding and the evaluation actor pool
-on CUDA, and the decoding speed of the >= 100M-parameter built-in model. Skipped without CUDA.
+on CUDA, and the decoding speed of the >= 100M-parameter built-in model. Tests marked `gpu` skip
+without CUDA; those needing Ray or DeepSpeed (absent on the lent GPU machines) skip saying so.
 
-Run on a GPU machine with `bench/gpu_check.sh` (installs what is missing from a wheel folder,
-prints a table), or directly: `python -m pytest -m gpu tests/test_gpu.py`.
+Run on a GPU machine with `python bench/gpu_check.py` (measures, runs these tests with the time
+left, prints one table), or directly: `python -m pytest -m gpu tests/test_gpu.py`. Without a GPU,
+`test_gpu_check_cpu_smoke` runs the check's --cpu-smoke mode (CI).
 
-Bench numbers are written as JSON to $EMOLOOM_GPU_BENCH_JSON when it is set (gpu_check.sh reads it).
+Bench numbers are written as JSON to $EMOLOOM_GPU_BENCH_JSON when it is set.
 EMOLOOM_GPU_TESTS_ON_CPU=1 runs the same code on the CPU with smaller sizes: slow, and only there
 to check these tests themselves on a machine without a GPU.
 """
@@ -19,19 +21,27 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.gpu, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
+gpu = pytest.mark.gpu
 
 ON_CPU = os.environ.get("EMOLOOM_GPU_TESTS_ON_CPU") == "1"
 DEVICE = "cpu" if ON_CPU else "cuda"
 BENCH_MODEL = "tiny-llama" if ON_CPU else "base-llama-110m"
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
+def _needs_cuda(request):
+    """Tests marked gpu skip without CUDA."""
+    if request.node.get_closest_marker("gpu"):
+        request.getfixturevalue("cuda")
+
+
+@pytest.fixture(scope="module")
 def cuda():
-    """Skip the module without CUDA (imported lazily: collection stays fast)."""
+    """torch, after a skip without CUDA (imported lazily: collection stays fast)."""
     torch = pytest.importorskip("torch")
     if not ON_CPU and not torch.cuda.is_available():
-        pytest.skip("needs CUDA: torch.cuda.is_available() is False (run bench/gpu_check.sh on a GPU machine)")
+        pytest.skip("needs CUDA: torch.cuda.is_available() is False (run bench/gpu_check.py on a GPU machine)")
     if not ON_CPU:
         # fp32 comparisons mean fp32: no TF32 matmuls
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -43,7 +53,7 @@ def cuda():
 def ray_gpus(cuda):
     """A private local Ray with this machine's GPUs (address="local": a stale `ray start` address
     file is ignored, notes/stack.md)."""
-    ray = pytest.importorskip("ray")
+    ray = pytest.importorskip("ray", reason="needs Ray (not installed here; the lent GPU machines lack it)")
     gpus = 0 if ON_CPU else cuda.cuda.device_count()
     ray.init(address="local", num_cpus=min(8, os.cpu_count() or 2), num_gpus=gpus, include_dashboard=False,
              log_to_driver=True)
@@ -52,7 +62,7 @@ def ray_gpus(cuda):
 
 
 def record_bench(section: str, values: dict) -> None:
-    """Merge `values` into the bench JSON (for gpu_check.sh's table) and print them."""
+    """Merge `values` into the bench JSON ($EMOLOOM_GPU_BENCH_JSON) and print them."""
     print(f"\n[bench] {section}: {json.dumps(values, sort_keys=True)}")
     path = os.environ.get("EMOLOOM_GPU_BENCH_JSON")
     if not path:
@@ -109,6 +119,7 @@ def sft_on_device(model, tokenizer, records, *, seconds: float, max_steps: int, 
                                       "sft_loss_first": round(losses[0], 3), "sft_loss_last": round(losses[-1], 3)}
 
 
+@gpu
 def test_cuda_device(cuda):
     torch = cuda
     if ON_CPU:
@@ -122,6 +133,7 @@ def test_cuda_device(cuda):
                             "cuda": torch.version.cuda})
 
 
+@gpu
 @pytest.mark.parametrize("workers", [1, 2])
 def test_deepspeed_zero2_bf16_lora_fit(cuda, ray_gpus, tmp_path, workers):
     """emoloom.train.fit through Ray Train: DeepSpeed ZeRO-2, bf16, LoRA, one GPU per rank."""
@@ -129,9 +141,10 @@ def test_deepspeed_zero2_bf16_lora_fit(cuda, ray_gpus, tmp_path, workers):
         pytest.skip(f"{workers} DeepSpeed ranks need {workers} GPUs, this machine has {ray_gpus}")
     if not ON_CPU and not cuda.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
+    pytest.importorskip("deepspeed", reason="needs DeepSpeed (not installed here; the lent GPU machines lack it)")
     from emoloom.config import load_config
     from emoloom.train import TrainConfig, fit
-    from emoloom.train.loop import deepspeed_config
+    from emoloom.train.engines import deepspeed_config
 
     cfg = load_config(TrainConfig, None, base={
         "model": {"name": "small-qwen2"},
@@ -170,6 +183,7 @@ def _trained(name: str, dtype: str, seconds: float, max_steps: int, n_train: int
     return model, loaded.tokenizer, info
 
 
+@gpu
 def test_fast_decoder_equals_reference(cuda):
     """The fast KV-off decoder (batched, left-padded, draft-and-verify) gives the reference
     decoder's greedy tokens, row for row, in fp32 on the device."""
@@ -194,6 +208,7 @@ def test_fast_decoder_equals_reference(cuda):
                                           "forwards_fast": sum(g.forwards for g in fast)})
 
 
+@gpu
 def test_eval_actor_pool_shares_a_gpu(cuda, ray_gpus):
     """The screen's evaluation pool shape: two actors on half a GPU each, KV-off fast decoder."""
     if not ON_CPU and ray_gpus < 1:
@@ -214,6 +229,7 @@ def test_eval_actor_pool_shares_a_gpu(cuda, ray_gpus):
                                         "forwards_per_example": result["forwards_per_example"]})
 
 
+@gpu
 def test_eval_speed_base_llama_110m(cuda):
     """Decoding speed of the >= 100M-parameter built-in (random init + a minute of SFT) in its
     default dtype (bf16 on CUDA): reference vs fast vs constrained, and transformers' KV-cached
@@ -265,3 +281,68 @@ def test_eval_speed_base_llama_110m(cuda):
     record_bench("eval_speed", out)
     assert parse_ok == n, f"constrained decoding must always parse: {parse_ok}/{n}"
     assert out["fast"]["examples_per_s"] > out["reference"]["examples_per_s"], out
+
+
+def test_gpu_check_cpu_smoke(tmp_path):
+    """bench/gpu_check.py --cpu-smoke: the check's code end to end on the CPU with tiny sizes,
+    TextBlob hidden (as on the lent GPU machines): every table section is printed, the rates file
+    is written but never as bench/gpu_rates.json, and the screen estimate uses the rates."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    rates = repo / "bench" / "gpu_rates.json"
+    before = rates.read_bytes() if rates.exists() else None
+    env = {**os.environ, "EMOLOOM_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--cpu-smoke", "--out", str(tmp_path / "out"),
+                           "--without", "textblob"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    wall = time.time() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    for section in ("LoRA SFT, bf16 autocast", "Decoding tiny-llama", "One device, no Ray",
+                    "cluster/screen_gpu.yaml, implied per trial", "note: textblob missing"):
+        assert section in out, section
+    data = json.loads((tmp_path / "out" / "rates.json").read_text())
+    assert data["cpu_smoke"] is True
+    assert [(r["model"], r["batch_size"]) for r in data["train"]] == [
+        ("tiny-llama", 2), ("tiny-llama", 4), ("qwen2.5-shape-tiny", 2), ("qwen2.5-shape-tiny", 4)]
+    assert all(r["tokens_per_s"] > 0 and r["peak_memory_bytes"] > 0 for r in data["train"])
+    assert {(r["dtype"], r["decoder"]) for r in data["decode"]} == {
+        (d, m) for d in ("float32", "bfloat16") for m in ("reference", "fast", "kv_cache_generate")}
+    # fp32 on one device: the fast decoder gives the reference's tokens row for row
+    assert all(r["identical_rate"] == 1.0 for r in data["decode"] if r["decoder"] == "fast" and r["dtype"] == "float32")
+    assert data["fit"]["device"] == "cpu" and data["fit"]["precision"] == "bf16-autocast"
+    assert (rates.read_bytes() if rates.exists() else None) == before  # smoke numbers are not GPU rates
+    print(f"gpu_check --cpu-smoke: {wall:.0f}s")
+
+
+def test_gpu_screen_estimate_from_measured_rates(tmp_path):
+    """The dry run's GPU-hours of cluster/screen_gpu.yaml from a rates file, by hand: 3 epochs x
+    500 steps x batch 8 x accum 2 x 2 ranks; evaluation rows 3 x 32 + 500 + 500."""
+    from emoloom.config import load_config
+    from emoloom.screen.config import ScreenConfig
+    from emoloom.screen.defaults import DEFAULT_SCREEN
+    from emoloom.screen.gpu_estimate import NO_RATES, estimate_gpu_hours
+    from emoloom.screen.space import load_space
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(ScreenConfig, repo / "cluster" / "screen_gpu.yaml", [], base=DEFAULT_SCREEN)
+    space = load_space(cfg.space)
+    missing = estimate_gpu_hours(cfg, space, rates_path=tmp_path / "absent.json")
+    assert missing == {"gpu_estimate": {"skipped": NO_RATES}}
+    smoke = tmp_path / "smoke.json"
+    smoke.write_text(json.dumps({"cpu_smoke": True, "train": [], "decode": []}))
+    assert estimate_gpu_hours(cfg, space, rates_path=smoke) == missing  # CPU numbers are no GPU rates
+    rates = {"train": [{"model": "m", "batch_size": 8, "seq_len": 100, "tokens_per_s": 20000.0},
+                       {"model": "m", "batch_size": 32, "seq_len": 100, "tokens_per_s": 50000.0}],
+             "decode": [{"decoder": "fast", "dtype": "float32", "examples_per_s": 1.0, "max_new_tokens": 96},
+                        {"decoder": "fast", "dtype": "bfloat16", "examples_per_s": 4.0, "max_new_tokens": 48}]}
+    est = estimate_gpu_hours(cfg, space, rates=rates)["gpu_estimate"]
+    t = est["by_measured_model"]["m"]
+    assert est["epochs_per_trial"] == 3 and est["steps_per_trial"] == 1500 and t["train_batch_measured"] == 8
+    assert t["train_examples"] == 1500 * 8 * 2 * 2
+    assert t["train_s"] == pytest.approx(48000 / (200 * 2), abs=0.1)  # 200 examples/s per GPU
+    assert t["eval_rows"] == 3 * 32 + 500 + 500
+    assert t["eval_s"] == pytest.approx(1096 / 4.0 * 96 / 48, abs=0.1)  # bf16 rate, rescaled to 96 new tokens
+    assert t["screen_gpu_hours_upper_bound"] == pytest.approx(16 * (120 * 2 + 548 * 1) / 3600, abs=0.01)
