@@ -34,6 +34,8 @@ def screen_hash(cfg: ScreenConfig, space: SearchSpace) -> str:
 def dry_run(cfg: ScreenConfig, space: SearchSpace, digest: str) -> dict[str, Any]:
     """The plan of a screen without starting it: config, hash, space, resources, and the
     evaluation sample it would draw (rows per label, with warnings for labels that get few)."""
+    from emoloom.screen.gpu_estimate import estimate_gpu_hours
+
     cluster = cfg.cluster or ClusterShape()
     try:
         sets = screen_sets(cfg, space)
@@ -56,6 +58,8 @@ def dry_run(cfg: ScreenConfig, space: SearchSpace, digest: str) -> dict[str, Any
         "trial_resources": trial_demand(cfg),
         "plan": concurrency(cfg, space, cluster),
         "evaluation_sample": sample,
+        # GPU screens: GPU-hours from rates measured by bench/gpu_check.py (or why there is none)
+        **estimate_gpu_hours(cfg, space),
     }
 
 
