@@ -115,8 +115,9 @@ def child_runs(c, experiment_id: str, parent_run_id: str) -> list:
                          max_results=1000, order_by=["attributes.start_time ASC"])
 
 
-def register_best(c, run_id: str, model_name: str, artifact: str = "adapter") -> str:
-    """Register the best trial's adapter as a model version and point alias `best` at it."""
+def register_best(c, run_id: str, model_name: str, artifact: str = "model") -> str:
+    """Register artifact `artifact` of the best trial's run (the pyfunc model emoloom.serve logs)
+    as a model version and point alias `best` at it."""
     from mlflow.exceptions import MlflowException
 
     try:

@@ -175,3 +175,16 @@ def test_registering_the_same_best_twice_keeps_one_version(store):
     second = tracking.register_best(c, run.run_id, "m")
     assert first == second == "1"
     assert len(c.search_model_versions("name = 'm'")) == 1
+
+
+def test_experiments_open_on_the_runs_view(store):
+    """MLflow 3's UI picks the view from mlflow.experimentKind; an older experiment gets it too,
+    a user's own choice is kept."""
+    c, exp_id, tmp = store
+    assert c.get_experiment(exp_id).tags[tracking.KIND_TAG] == "custom_model_development"
+    old = c.create_experiment("old", artifact_location=(tmp / "old").resolve().as_uri())
+    assert tracking.ensure_experiment(c, "old") == old
+    assert c.get_experiment(old).tags[tracking.KIND_TAG] == "custom_model_development"
+    c.set_experiment_tag(old, tracking.KIND_TAG, "genai_development")
+    tracking.ensure_experiment(c, "old")
+    assert c.get_experiment(old).tags[tracking.KIND_TAG] == "genai_development"

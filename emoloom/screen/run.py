@@ -405,7 +405,8 @@ def set_aside(c, exp_id: str, exp_dir: Path, digest: str) -> Path:
 
 
 def register(c, cfg: ScreenConfig, best: dict, verdict: dict | None = None) -> str | None:
-    """Register the best trial's adapter (idempotent), tagged with whether the screen separated
+    """Register the best trial as a servable MLflow model (emoloom.serve: base model reference,
+    adapter, the screen's decoder settings; idempotent), tagged with whether the screen separated
     it from the runner-up; None when it could not be done now."""
     if not cfg.mlflow.registered_model:
         return None
@@ -414,7 +415,12 @@ def register(c, cfg: ScreenConfig, best: dict, verdict: dict | None = None) -> s
               "same command when MLflow answers to register it", file=sys.stderr)
         return None
     try:
-        version = tracking.register_best(c, best["run_id"], cfg.mlflow.registered_model)
+        from emoloom.serve import log_candidate
+
+        decoder = {"name": cfg.eval.decoder, "max_new_tokens": cfg.eval.max_new_tokens,
+                   "batch_size": cfg.eval.batch_size}
+        artifact = log_candidate(c, best["run_id"], decoder)
+        version = tracking.register_best(c, best["run_id"], cfg.mlflow.registered_model, artifact=artifact)
         sep = (verdict or {}).get("separation")
         c.set_model_version_tag(cfg.mlflow.registered_model, version, "emoloom.separated_from_runner_up",
                                 "no runner-up" if not sep or sep.get("separated") is None else str(sep["separated"]).lower())
