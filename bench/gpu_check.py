@@ -133,7 +133,7 @@ def build_model(name: str, device):
                          num_key_value_heads=2, vocab_size=512)
         torch.manual_seed(0)
         with device:  # built on the device: a 0.5B init on the CPU alone takes seconds
-            model = AutoModelForCausalLM.from_config(Qwen2Config(**shape), dtype=torch.float32)
+            model = AutoModelForCausalLM.from_config(Qwen2Config(**shape)).float()
         return model, "qwen2"
     from emoloom.models import ModelSpec, load_base
 
@@ -190,7 +190,7 @@ def bench_train(name: str, batches: list[int], seq_len: int, steps: int, warmup:
             row.update(tokens_per_s=round(tps, 1), step_s=round(dt / steps, 4), loss=round(loss.item(), 3),
                        mfu=round(fpt * tps / peak, 4) if peak else None, peak_memory_bytes=mem["bytes"],
                        peak_memory_kind=mem["kind"])
-        except torch.OutOfMemoryError as exc:
+        except torch.cuda.OutOfMemoryError as exc:  # (torch.OutOfMemoryError is newer)
             row.update(tokens_per_s=None, error=f"out of memory: {str(exc).splitlines()[0][:80]}")
         del opt
         empty_cache(device)
