@@ -8,6 +8,8 @@ Public API (what the screen calls)::
     result.metrics["loss_terms"], result.last("dev_head_macro_f1"), result.adapter
     # a NaN/inf loss term or gradient norm raises NonFiniteLossError ("step 2: loss term 'sft' is nan ...")
 
+One GPU: `distributed.use_gpu=true` with the default `distributed.num_workers=0` trains in this
+process (bf16 autocast where supported); several GPUs: Ray Train + DeepSpeed ZeRO (num_workers=N).
 Heavy libraries (torch, peft, deepspeed, ray) load only when training starts.
 """
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`fit`: train one candidate, in-process (num_workers=0) or with Ray Train's TorchTrainer.
+"""`fit`: train one candidate, in-process (num_workers=0: the CPU, or one GPU with
+distributed.use_gpu=true, no Ray or DeepSpeed needed) or with Ray Train's TorchTrainer.
 
 Either way the same `train_loop_per_worker` runs; afterwards the newest checkpoint is exported
 into the run folder:
