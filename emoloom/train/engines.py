@@ -8,9 +8,12 @@ Precision: plain and DDP keep fp32 weights and run forward and loss under bf16 a
 `TrainConfig.use_bf16()` (a GPU with bf16, or `distributed.bf16=true`, which also works on the CPU);
 DeepSpeed handles bf16 itself (its config's bf16.enabled).
 
-DeepSpeed's "auto" values are filled here from our config (`deepspeed_config`): transformers'
-integration (`HfTrainerDeepSpeedConfig.trainer_config_process`) fills them from a
-`TrainingArguments`, which this loop does not have, so it does not fit without building one.
+DeepSpeed's "auto" values are filled here from our config (`deepspeed_config`). transformers'
+integration does not fit: `HfTrainerDeepSpeedConfig.trainer_config_process(args)` reads 15
+`TrainingArguments` fields (adam betas and epsilon, fp16, learning rate, warmup, ...) and
+`trainer_config_finalize(args, model, num_training_steps)` the model and step count (checked
+against transformers 5.24); this loop has no TrainingArguments, and faking one is longer than the
+table below.
 """
 from __future__ import annotations
 
