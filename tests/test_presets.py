@@ -95,6 +95,24 @@ def test_relative_paths_resolve_where_the_command_starts_and_the_hash_does_not_m
     assert plans[0]["config_hash"] == plans[1]["config_hash"]
 
 
+def test_a_data_root_from_the_environment_is_part_of_the_identity(capsys, tmp_path, monkeypatch):
+    from emoloom.data.synthetic import write_synthetic
+
+    write_synthetic(tmp_path / "data", seed=0, size=200)
+    monkeypatch.chdir(tmp_path)
+    argv = ["eval.cross_corpus=[{corpus: dailydialog, source: '${EMOLOOM_TEST_ROOT:-data}/dailydialog', "
+            "split: validation, limit: 8}]", "train.data.synthetic_size=300", "eval.dev_limit=8"]
+    monkeypatch.delenv("EMOLOOM_TEST_ROOT", raising=False)
+    rc, default, err = dry_run(capsys, *argv)
+    assert rc == 0, err
+    monkeypatch.setenv("EMOLOOM_TEST_ROOT", str(tmp_path / "data"))
+    rc, chosen, err = dry_run(capsys, *argv)
+    assert rc == 0, err
+    default, chosen = json.loads(default), json.loads(chosen)
+    assert default["config"]["eval"]["cross_corpus"] == chosen["config"]["eval"]["cross_corpus"]
+    assert default["config_hash"] != chosen["config_hash"]  # another data root: another screen
+
+
 def test_a_trial_in_another_working_directory_reads_the_resolved_paths(tmp_path, monkeypatch):
     """What failed every trial before: Tune runs each trial in a folder of its own."""
     from emoloom.config import load_config

@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(ScreenConfig, path, overrides, base=DEFAULT_SCREEN)
         space = apply_space_overrides(load_space(cfg.space), space_overrides, str(cfg.space))
         check_keys(space, train_keys(), str(cfg.space))
-        # identity on the paths as written (presets.resolve_paths says why), then absolute paths:
-        # trials run in working directories of their own
-        digest = screen_hash(cfg, space)
+        # identity on the expanded paths as written (presets.resolve_paths says why), then absolute
+        # paths: trials run in working directories of their own
+        digest = screen_hash(*resolve_paths(cfg, space, absolute=False))
         cfg, space = resolve_paths(cfg, space)
         try:  # the screen's `train:` section plus the space's fixed values
             train_cfg = build_train_config(cfg.train, space.fixed, {}, Path(cfg.storage), cfg.seed)

@@ -104,20 +104,20 @@ def expand(value: str) -> str:
     return os.path.expanduser(_VAR.sub(sub, value))
 
 
-def _absolute(value: Any, cwd: Path) -> Any:
-    """An existing local path made absolute; anything else (a hub id, a model name, a path only a
-    cluster has) as it is, for check_resolvable to judge."""
+def _absolute(value: Any, cwd: Path | None) -> Any:
+    """An existing local path made absolute (cwd None: only expanded); anything else (a hub id, a
+    model name, a path only a cluster has) as it is, for check_resolvable to judge."""
     if not isinstance(value, str) or not value:
         return value
     text = expand(value)
-    return str((cwd / text).resolve()) if os.path.exists(cwd / text) else text
+    return str((cwd / text).resolve()) if cwd is not None and os.path.exists(cwd / text) else text
 
 
 # dotted training keys that hold a local path (model.name only when it is a folder)
 TRAIN_PATH_KEYS = ("data.lexicon", "distributed.deepspeed_config", "model.name")
 
 
-def _train_paths(values: dict, cwd: Path, prefix: str = "") -> dict:
+def _train_paths(values: dict, cwd: Path | None, prefix: str = "") -> dict:
     out = {}
     for key, value in values.items():
         full = f"{prefix}{key}"
@@ -131,15 +131,17 @@ def _train_paths(values: dict, cwd: Path, prefix: str = "") -> dict:
     return out
 
 
-def resolve_paths(cfg, space, cwd: str | Path | None = None):
+def resolve_paths(cfg, space, cwd: str | Path | None = None, absolute: bool = True):
     """(cfg, space) with every local path of the screen (training sources and lexicon, the space's
-    fixed values, cross-corpus sources) expanded and absolute against `cwd` (default: here).
+    fixed values, cross-corpus sources) expanded and, with `absolute`, made absolute against `cwd`
+    (default: here).
 
-    The screen's hash is taken BEFORE this, on the paths as written: the same screen started from
-    a copy of the checkout elsewhere (a Ray job's working dir is a fresh copy every time) must keep
-    its identity, or it could never be resumed; what the data was is recorded per trial as
-    sha256."""
-    base = Path(cwd or os.getcwd())
+    The screen's hash is taken on the expanded paths before they are made absolute
+    (`absolute=False`): the same screen started from a copy of the checkout elsewhere (a Ray job's
+    working dir is a fresh copy every time) must keep its identity, or it could never be resumed,
+    while `EMOLOOM_DATA` pointing at other data makes another screen. What the data was is recorded
+    per trial as sha256."""
+    base = Path(cwd or os.getcwd()) if absolute else None
     cross = [s.model_copy(update={"source": _absolute(s.source, base)}) for s in cfg.eval.cross_corpus]
     cfg = cfg.model_copy(update={"train": _train_paths(cfg.train, base),
                                  "eval": cfg.eval.model_copy(update={"cross_corpus": cross})})
