@@ -80,8 +80,11 @@ def test_a_screen_qualifies_its_ranking_and_a_failing_trial_does_not_stop_it(tmp
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Best candidate: trial" in proc.stdout and "mlflow ui --backend-store-uri sqlite:///" in proc.stdout
-    # the last lines: the exact `mlflow ui` of this environment and the experiment's runs page
-    last = proc.stdout.strip().splitlines()[-2:]
+    # the summary ends with the exact `mlflow ui` of this environment and the experiment's runs page
+    # (Ray's log lines from trial processes can still arrive after them: look the lines up)
+    lines = proc.stdout.strip().splitlines()
+    at = max(i for i, line in enumerate(lines) if line.startswith("Open in MLflow: "))
+    last = lines[at:at + 2]
     assert last[0].startswith("Open in MLflow: ") and "--host 127.0.0.1" in last[0]
     assert last[0].split()[3] in ("mlflow", os.path.relpath(os.path.join(os.path.dirname(sys.executable), "mlflow")),
                                   os.path.join(os.path.dirname(sys.executable), "mlflow"))

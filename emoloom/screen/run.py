@@ -233,8 +233,7 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
                "verdict": verdict, "floors": floors, "ledger": {k: cost[k] for k in ("totals", "eval_share", "early_stopping")},
                "registered_version": None}
     parent.log_metrics({"tie_group_size": len(verdict["tie_group"]), "statistics_s": summary["statistics_s"],
-                        "ledger": {k: v for part in ("totals", "eval_share") for k, v in
-                                   {f"{part}.{n}": x for n, x in cost[part].items()}.items()},
+                        "ledger": {f"{part}.{n}": x for part in ("totals", "eval_share") for n, x in cost[part].items()},
                         "ledger.early_stopping.saved_share": cost["early_stopping"]["saved_share"]})
     parent.set_tags({"emoloom.verdict": " ".join(verdict["sentences"]),
                      tracking.NOTE_TAG: screen_note(exp_name, out / "leaderboard.md", best)})
