@@ -8,11 +8,9 @@ run locally first and replays it here. Everything goes through
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from emoloom.config import flatten
 
 SCREEN_TAG = "emoloom.screen_hash"
 TRIAL_TAG = "emoloom.trial_key"
@@ -78,16 +76,6 @@ def find_run(c, experiment_id: str, **tags: str):
     runs = c.search_runs([experiment_id], filter_string=query, max_results=1,
                          order_by=["attributes.start_time DESC"])
     return runs[0] if runs else None
-
-
-def log_metrics(c, run_id: str, metrics: dict[str, Any], step: int = 0) -> None:
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, step) for k, v in flatten(metrics).items()
-             if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    for i in range(0, len(items), 500):
-        c.log_batch(run_id, metrics=items[i:i + 500])
 
 
 def set_tags(c, run_id: str, tags: dict[str, Any]) -> None:

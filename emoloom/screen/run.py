@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from emoloom import tracking
+from emoloom.atomic import atomic_write
 from emoloom.config import config_hash
 from emoloom.screen.config import ClusterShape, ScreenConfig
 from emoloom.screen.plan import concurrency, trial_demand
@@ -244,7 +245,7 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
         summary["registered_version"] = register(c, cfg, best, verdict)
     parent.finish()
     summary["pending_tracking"] = pending + (parent.pending > 0)
-    write_summary(exp_dir, summary)
+    write_json(exp_dir / SUMMARY, summary)
     return summary
 
 
@@ -267,16 +268,7 @@ def screen_note(exp_name: str, board: Path, best: dict | None) -> str:
 SUMMARY = "summary.json"
 
 
-def write_summary(exp_dir: Path, summary: dict) -> None:
-    from emoloom.atomic import atomic_write
-
-    with atomic_write(exp_dir / SUMMARY) as f:
-        f.write(json.dumps(summary, indent=2, default=str))
-
-
 def write_json(path: Path, data: Any) -> None:
-    from emoloom.atomic import atomic_write
-
     with atomic_write(path) as f:
         f.write(json.dumps(data, indent=2, default=str))
 
@@ -325,8 +317,6 @@ def record_floors(ctx, cfg: ScreenConfig, space: SearchSpace, sets, cache_dir: P
             continue
         predictions = folder / "dev" / "predictions.jsonl"
         write_json(folder / "dev" / "metrics.json", per_eval["dev"]["metrics"])
-        from emoloom.atomic import atomic_write
-
         with atomic_write(predictions) as f:
             f.writelines(json.dumps(row) + "\n" for row in per_eval["dev"]["rows"])
         metrics = summarize({"metrics": per_eval["dev"]["metrics"]}, "dev")
@@ -384,7 +374,7 @@ def revisit(c, cfg: ScreenConfig, uri: str, exp_dir: Path, summary: dict) -> dic
     if best and summary.get("registered_version") is None and pending == 0:
         summary["registered_version"] = register(c, cfg, best, summary.get("verdict"))
     summary.update(pending_tracking=pending)
-    write_summary(exp_dir, summary)
+    write_json(exp_dir / SUMMARY, summary)
     print(f"screen {summary['screen']} already finished at {summary['finished_at']} ({exp_dir}); its "
           f"results are kept as they are. Run it again from scratch with --rerun, or pick another name=.",
           file=sys.stderr)

@@ -115,14 +115,15 @@ def _predictions(path: Path) -> list[dict]:
 def screen_report(trials_dir: Path, out: Path, *, mode: str, metric: str, searched: list[str],
                   seed: int = 0) -> dict[str, Any]:
     """The report a screen writes when it ends, from its journals and trial folders."""
-    rows = rank_rows(journal_views(trials_dir), mode, searched)
+    views = journal_views(trials_dir)
+    rows = rank_rows(views, mode, searched)
     predictions = {r["trial"]: _predictions(Path(r["folder"]) / "dev" / "predictions.jsonl") for r in rows
                    if r["status"] in ("FINISHED", "FLOOR") and (Path(r["folder"]) / "dev" / "predictions.jsonl").is_file()}
     verdict = add_statistics(rows, predictions, metric=metric, seed=seed)
     best = best_row(rows)
     metrics = None
     if best is not None:
-        metrics = json.loads((Path(best["folder"]) / "journal.json").read_text())["view"]["metrics"]
+        metrics = next(v["metrics"] for v in views if v["folder"] == best["folder"])
     report = write_report(rows, out, searched=searched, verdict=verdict["sentences"], best_metrics=metrics,
                           best_predictions=Path(best["folder"]) / "dev" / "predictions.jsonl" if best else None)
     return {**report, "verdict": verdict}
