@@ -139,13 +139,21 @@ class RunJournal:
                 f"{artifact_path}/{Path(p).name}" if artifact_path else Path(p).name for p in files)
             self._record({"op": "files", "paths": files, "artifact_path": artifact_path})
 
-    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
-        """End the run: MLflow status FINISHED, FAILED or KILLED (with `reason` as a tag)."""
+    def finish(self, status: str = "FINISHED", reason: str | None = None,
+               end_time: int | None = None) -> None:
+        """End the run: MLflow status FINISHED, FAILED or KILLED (with `reason` as a tag), at
+        `end_time` (ms since the epoch) when the run really ended earlier than now."""
         self._reload()
         if reason:
             self.view["tags"]["emoloom.failure"] = reason
         self.view["status"] = status
-        self._record({"op": "end", "status": status, "reason": reason})
+        self._record({"op": "end", "status": status, "reason": reason, "end_time": end_time})
+
+    @property
+    def last_logged(self) -> int | None:
+        """When the run last logged a metric (ms since the epoch), from the journal itself."""
+        times = [op["timestamp"] for op in self.state["ops"] if op["op"] == "metrics"]
+        return max(times) if times else None
 
     def reopen(self) -> None:
         """A resumed run: RUNNING again until it ends anew."""
@@ -248,7 +256,7 @@ class RunJournal:
         elif kind == "reopen":
             c.update_run(run_id, status="RUNNING")
         elif kind == "end":
-            tracking.finish(c, run_id, op["status"], reason=op["reason"])
+            tracking.finish(c, run_id, op["status"], reason=op["reason"], end_time=op.get("end_time"))
         else:
             raise ValueError(f"{self.path}: unknown journal operation {kind!r}")
 

@@ -89,7 +89,7 @@ def rank_rows(views: list[dict[str, Any]], mode: str = "max", searched: list[str
             "rung": m.get("epoch"),
             **{col: m.get(key) for col, key in COLUMNS.items()},
             **_seconds(m, status == "FINISHED"),
-            "note": tags.get("emoloom.failure", ""),
+            "note": tags.get("emoloom.failure") or tags.get("emoloom.note", ""),
             "folder": view.get("folder"),
         })
     sign = -1 if mode == "max" else 1

@@ -92,10 +92,11 @@ def log_files(c, run_id: str, paths: Iterable[str | Path], artifact_path: str | 
             c.log_artifact(run_id, str(p), artifact_path=artifact_path)
 
 
-def finish(c, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
+def finish(c, run_id: str, status: str = "FINISHED", reason: str | None = None,
+           end_time: int | None = None) -> None:
     if reason:
         set_tags(c, run_id, {"emoloom.failure": reason})
-    c.set_terminated(run_id, status=status)
+    c.set_terminated(run_id, status=status, end_time=end_time)
 
 
 def child_runs(c, experiment_id: str, parent_run_id: str) -> list:

@@ -188,3 +188,31 @@ def test_experiments_open_on_the_runs_view(store):
     c.set_experiment_tag(old, tracking.KIND_TAG, "genai_development")
     tracking.ensure_experiment(c, "old")
     assert c.get_experiment(old).tags[tracking.KIND_TAG] == "genai_development"
+
+
+def test_a_trial_asha_stopped_ends_finished_when_it_last_reported_and_a_failed_one_failed(store):
+    from types import SimpleNamespace
+
+    from emoloom.screen.run import reconcile, replay
+    from emoloom.screen.trial import TrialContext, trial_journal
+
+    c, exp_id, tmp = store
+    ctx = TrialContext(tracking_uri=c.tracking_uri, experiment_id=exp_id, parent_run_id="p", screen_hash="h1",
+                       screen={}, trials_dir=str(tmp / "trials"))
+    for tid in ("stopped", "failed"):
+        run = trial_journal(ctx, tid, autosync=False)
+        run.log_metrics({"objective": 0.3, "epoch": 1})
+    last = trial_journal(ctx, "stopped", autosync=False).last_logged
+    time.sleep(1.1)  # the screen ends later than the stopped trial's last report
+    grid = [SimpleNamespace(path=str(tmp / "ray" / "trial_stopped"), error=None),
+            SimpleNamespace(path=str(tmp / "ray" / "trial_failed"), error=RuntimeError("boom"))]
+    reconcile(ctx, grid)
+    assert replay(ctx.trials_dir) == 0
+    runs = {r.data.tags[tracking.TRIAL_TAG]: r for r in c.search_runs([exp_id])}
+    stopped, failed = runs["stopped"], runs["failed"]
+    # a stop is the screen working: not red in the UI, ended when Tune stopped it, said why
+    assert stopped.info.status == "FINISHED" and stopped.info.end_time == last
+    assert stopped.data.tags["emoloom.status"] == "STOPPED"
+    assert stopped.data.tags["emoloom.note"] == "stopped early by ASHA after epoch 1"
+    assert "emoloom.failure" not in stopped.data.tags
+    assert failed.info.status == "FAILED" and failed.data.tags["emoloom.failure"] == "RuntimeError: boom"

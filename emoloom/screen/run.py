@@ -439,7 +439,8 @@ def replay(trials_dir: Path) -> int:
 def reconcile(ctx, grid) -> None:
     """Give every trial's run a final status from Tune's view: failed trials FAILED with the
     original error (also when the trial process died before it could say so), ASHA-stopped ones
-    KILLED with emoloom.status=STOPPED, and runs of trials Tune never recorded (started just
+    FINISHED at their last report with emoloom.status=STOPPED (a stop is the screen working, not
+    a failure: MLflow shows them ended when Tune stopped them, not red), and runs of trials Tune never recorded (started just
     before a killed driver's last snapshot) KILLED with emoloom.status=INTERRUPTED. Written to
     the journals; MLflow gets them with the next replay."""
     from emoloom.journal import journals, plain_reason
@@ -458,8 +459,10 @@ def reconcile(ctx, grid) -> None:
                 journal.finish("FAILED", reason=plain_reason(result.error))
         elif journal.status == "RUNNING":
             # Tune ended the trial without an error and without the trial finishing: ASHA stop.
-            journal.set_tags({"emoloom.status": "STOPPED"})
-            journal.finish("KILLED", reason="stopped early by ASHA")
+            epoch = journal.view["metrics"].get("epoch")
+            journal.set_tags({"emoloom.status": "STOPPED", "emoloom.note": "stopped early by ASHA"
+                              + (f" after epoch {int(epoch)}" if epoch is not None else "")})
+            journal.finish("FINISHED", end_time=journal.last_logged)
     for path in journals(ctx.trials_dir):
         tid = trial_id_of(str(path.parent))
         if tid is None or tid in seen:  # floors, and trials Tune knows
