@@ -63,7 +63,7 @@ def timed(fn):
 def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
     import torch
 
-    from emoloom.eval.decode import Decoder, hf_generate_cached
+    from emoloom.eval.decoding import Decoder, hf_generate_cached
     from emoloom.eval.run import load_candidate
     from emoloom.models import ModelSpec
 

@@ -223,7 +223,7 @@ def empty_cache(device) -> None:
 
 def bench_decode(name: str, dtype: str, rows: int, ref_rows: int, max_new_tokens: int, batch: int, device):
     from emoloom.data.synthetic import synthetic_records
-    from emoloom.eval.decode import Decoder, hf_generate_cached
+    from emoloom.eval.decoding import Decoder, hf_generate_cached
     from emoloom.models import ModelSpec, load_base
 
     loaded = load_base(ModelSpec(name=name, dtype=dtype), device=str(device))

@@ -10,7 +10,7 @@ os.environ.setdefault("EMOLOOM_CACHE", tempfile.mkdtemp(prefix="emoloom-test-cac
 
 from emoloom.contract import Record, parse_output, render_target  # noqa: E402
 from emoloom.eval import testing  # noqa: E402
-from emoloom.eval.decode import Decoder, JsonCloseScanner, SkeletonDrafter, shared_prefix_groups  # noqa: E402
+from emoloom.eval.decoding import Decoder, JsonCloseScanner, SkeletonDrafter, shared_prefix_groups  # noqa: E402
 from emoloom.labels import taxonomy  # noqa: E402
 
 
@@ -223,7 +223,7 @@ def test_drafter_follows_the_template():
 
 
 def test_fsm_accepts_exactly_the_contract():
-    from emoloom.eval.decode import token_texts
+    from emoloom.eval.decoding import token_texts
     from emoloom.eval.fsm import SkeletonFSM
 
     fsm = SkeletonFSM(taxonomy("goemotions"), token_texts(testing.loaded("tiny-qwen2").tokenizer))

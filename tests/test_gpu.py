@@ -82,7 +82,7 @@ def sft_on_device(model, tokenizer, records, *, seconds: float, max_steps: int, 
     from peft import LoraConfig, get_peft_model
 
     from emoloom.contract import render_prompt
-    from emoloom.eval.decode import encode_prompt
+    from emoloom.eval.decoding import encode_prompt
     from emoloom.eval.smoke_sft import _targets, target_for
     from emoloom.models import format_prompt
 
@@ -188,7 +188,7 @@ def test_fast_decoder_equals_reference(cuda):
     """The fast KV-off decoder (batched, left-padded, draft-and-verify) gives the reference
     decoder's greedy tokens, row for row, in fp32 on the device."""
     from emoloom.data.synthetic import synthetic_records
-    from emoloom.eval.decode import Decoder
+    from emoloom.eval.decoding import Decoder
 
     model, tok, info = _trained("tiny-qwen2", "float32", seconds=30 if ON_CPU else 40, max_steps=300)
     records = synthetic_records("goemotions", 24, seed=11, split="dev")
@@ -236,7 +236,7 @@ def test_eval_speed_base_llama_110m(cuda):
     generate as the outside baseline. Fast must beat reference; constrained must parse 100%."""
     from emoloom.contract import parse_output
     from emoloom.data.synthetic import synthetic_records
-    from emoloom.eval.decode import Decoder, hf_generate_cached
+    from emoloom.eval.decoding import Decoder, hf_generate_cached
 
     model, tok, info = _trained(BENCH_MODEL, "auto", seconds=20 if ON_CPU else 60, max_steps=400)
     if not ON_CPU:

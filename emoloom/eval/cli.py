@@ -10,7 +10,7 @@ from pathlib import Path
 from emoloom.data.cli import non_negative_int
 from emoloom.labels import TAXONOMIES
 
-from .decode import DECODERS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+from .decoding import DECODERS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 from emoloom.contract import Record
 from emoloom.models import ModelSpec
 
-from .decode import DEFAULT_BATCH_SIZE
+from .decoding import DEFAULT_BATCH_SIZE
 from .predict import failed_row, plan_shards
 
 # Passed to every actor: one BLAS/OpenMP thread per actor (actors are the parallelism), the
@@ -50,8 +50,8 @@ class _EvalActor:
                  device: str | None, merge: bool) -> None:
         import torch
 
+        from .candidate import load_candidate
         from .predict import Predictor
-        from .run import load_candidate
 
         if device is None:
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

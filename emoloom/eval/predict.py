@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 from emoloom.contract import Record, parse_output
 
-from .decode import DEFAULT_BATCH_SIZE
+from .decoding import DEFAULT_BATCH_SIZE
 
 FAILED_ERROR = "actor_failed"
 
@@ -50,7 +50,7 @@ class Predictor:
 
     def decoder_for(self, max_new_tokens: int):
         """One Decoder per token budget (its FSM checks depend on the budget)."""
-        from .decode import Decoder
+        from .decoding import Decoder
 
         if max_new_tokens not in self._decoders:
             self._decoders[max_new_tokens] = Decoder(self.candidate.model, self.candidate.tokenizer, self.mode,

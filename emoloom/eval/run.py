@@ -15,14 +15,13 @@ With `out` set, two files are written there:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 from pydantic import Field
 
@@ -31,7 +30,8 @@ from emoloom.contract import Record
 from emoloom.models import ModelSpec
 from emoloom.versions import package_versions
 
-from .decode import DECODERS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+from .candidate import adapter_checksum, load_candidate, model_identity
+from .decoding import DECODERS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from .predict import failed_row, plan_shards
 
 DecoderName = Literal["reference", "fast", "constrained", "score"]
@@ -64,55 +64,6 @@ class EvalConfig(StrictModel):
     gpus_per_actor: float | None = None  # None: 1/actors of a GPU when the cluster has GPUs
     merge_adapter: bool = True  # merge LoRA into the base weights (faster decoding)
     progress: bool = False  # tqdm bar on stderr
-
-
-# ---------------------------------------------------------------------------------------------
-# Candidates
-# ---------------------------------------------------------------------------------------------
-
-
-def adapter_checksum(adapter_dir: str | Path) -> str:
-    """sha256 over an adapter folder: every file's relative path and content, in sorted order."""
-    root = Path(adapter_dir)
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def load_candidate(model_spec: ModelSpec | str, adapter_dir: str | Path | None = None, device: str | None = None,
-                   merge: bool = True):
-    """`models.load_base` plus a peft LoRA adapter (merged into the weights unless merge=False).
-    `info["adapter"]` records the adapter's path and checksum."""
-    from emoloom.models import load_base
-
-    loaded = load_base(model_spec, device=device)
-    if adapter_dir is not None:
-        if not Path(adapter_dir).is_dir():
-            raise FileNotFoundError(f"adapter folder {adapter_dir} does not exist")
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(loaded.model, str(adapter_dir))
-        loaded.model = (model.merge_and_unload() if merge else model).eval()
-        loaded.info["adapter"] = {"path": str(adapter_dir), "sha256": adapter_checksum(adapter_dir)}
-    return loaded
-
-
-def model_identity(spec: ModelSpec) -> dict:
-    from emoloom.models import builtin_path, is_builtin
-
-    ident: dict[str, Any] = {"id": spec.name, "revision": spec.revision, "seed": spec.seed}
-    if is_builtin(spec.name):
-        # A built-in's folder name carries the digest of its architecture and tokenizer recipe.
-        ident["path"] = str(builtin_path(spec.name, spec.seed))
-        ident["revision"] = ident["revision"] or Path(ident["path"]).name
-    elif Path(spec.name).exists():
-        ident["path"] = str(Path(spec.name).resolve())
-    return ident
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +209,7 @@ def _check_budget_driver(cfg: EvalConfig, records: Sequence[Record]) -> None:
 
     from emoloom.models import builtin_path, is_builtin
 
-    from .decode import check_budget
+    from .decoding import check_budget
 
     spec = cfg.model
     path = str(builtin_path(spec.name, spec.seed)) if is_builtin(spec.name) else spec.name

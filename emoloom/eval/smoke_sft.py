@@ -38,7 +38,7 @@ def smoke_sft(model, tokenizer, records: Sequence[Record], *, steps: int = 200, 
 
     from emoloom.models import format_prompt
 
-    from .decode import encode_prompt
+    from .decoding import encode_prompt
 
     torch.manual_seed(seed)
     rng = random.Random(seed)

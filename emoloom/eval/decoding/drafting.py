@@ -1,0 +1,262 @@
+"""Drafts for draft-and-verify: tokens the next forward checks for free.
+
+KV-off, every forward recomputes the whole prefix anyway, so drafted tokens ride along in the
+forward a step needs; the longest drafted prefix that greedy would have produced is accepted,
+plus the next greedy token. Drafts decide how many forwards a row takes, never its tokens.
+
+* `SkeletonDrafter` - the contract's skeleton (and this run's answers) as an n-gram table.
+* `AnswerDrafts`    - the whole answer the recipe teaches for one record: its lexicon-weak VAD
+                      rounded to two decimals, its lexicon cue words as rationale, labels ranked
+                      by the text's own cues until the model has written its labels.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Sequence
+
+from emoloom.contract import render_target
+from emoloom.labels import VAD_ANCHORS, taxonomy as taxonomy_labels
+
+from .tokens import token_texts
+
+__all__ = ["SkeletonDrafter", "DraftSession", "prompt_index", "AnswerDrafts", "PROMPT_DRAFT"]
+
+_START = -1  # sentinel "start of the answer" in draft contexts
+HISTORY_WEIGHT = 2  # an answer of this run counts twice a template rendering
+
+
+class SkeletonDrafter:
+    """Drafts the next tokens where the contract's skeleton (or this run's answers) fix them.
+
+    Built from tokenized `render_target` renderings: every label of the taxonomies (single and
+    multi-label), varied rationales, every two-decimal value of each VAD dimension (so digits never
+    hide what follows them), each label's VAD anchor (`labels.VAD_ANCHORS`) and the trainer's
+    fixed rationale for texts without lexicon cues. A context (the last 1..`order` answer tokens,
+    the start marked) maps to counts of its next token; a draft follows the longest known context
+    while its most frequent next token has at least `min_share` of the counts (a wrong draft costs
+    a few positions of a forward that runs anyway, so guessing past certainty pays). That covers ``{"`` ->
+    ``labels":["``, the rest of a label once its first tokens pin it down, ``"],"`` ->
+    ``vad":{"v":0.`` and so on, and stops at free content (digits, rationale).
+
+    A `session()` adds what one decoding run learns: every accepted token of every row, finished or
+    still in flight, feeds the counts (outputs of a trained model repeat), and where the counts draft nothing, the tokens that followed the last
+    answer tokens in the prompt are drafted (rationales quote the text). Drafts only decide how
+    many tokens a forward may accept, never which tokens come out.
+    """
+
+    def __init__(self, tokenizer, taxonomies: Sequence[str], order: int = 8, min_share: float = 0.25,
+                 seed: int = 0) -> None:
+        import random
+
+        self.order, self.min_share = order, min_share
+        counts: dict[tuple[int, ...], dict[int, int]] = {}
+        rng = random.Random(seed)
+        words = ["cues", "happy", "sad", "the", "not", "about", "angry", "so", "thanks", "wow",
+                 "i", "am", "feel", "great", "lost", "my", "job", "love", "it"]
+
+        def add(labels, vad, rationale):
+            ids = tokenizer(render_target(labels, vad, rationale), add_special_tokens=False)["input_ids"]
+            _count(counts, [_START] + list(ids), order, 1)
+
+        for tax in dict.fromkeys(taxonomies):
+            labels = taxonomy_labels(tax)
+            for i, label in enumerate(labels):
+                for variant in range(3):
+                    chosen = [label]
+                    if variant == 2:  # multi-label answers are the minority
+                        chosen = [label, labels[(i + 1) % len(labels)]]
+                    vad = tuple(rng.randint(0, 100) / 100 for _ in range(3))
+                    add(chosen, vad, "cues: " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 5))))
+            for x in range(101):
+                add([labels[x % len(labels)]], (x / 100,) * 3, "cues: " + rng.choice(words))
+            for label in labels:  # a label's VAD anchor: where trained answers tend to land
+                for _ in range(2):
+                    add([label], VAD_ANCHORS[label], "cues: " + rng.choice(words))
+                for rationale in _fixed_rationales(label):
+                    add([label], VAD_ANCHORS[label], rationale)
+        # Most frequent next token per context, and its share.
+        self.base = {ctx: _best(c) for ctx, c in counts.items()}
+        self._counts = counts
+        texts = token_texts(tokenizer)
+        self.norm = lambda t: texts[t].casefold() if 0 <= t < len(texts) else ""
+
+    def session(self) -> "DraftSession":
+        return DraftSession(self)
+
+
+def _fixed_rationales(label: str) -> list[str]:
+    """The trainer's rationale for a text without lexicon cues (`lexicon.rationale_for`), the one
+    rationale that is pure template. Optional: drafting works without it."""
+    try:
+        from emoloom.lexicon import load_lexicon, rationale_for
+
+        return [rationale_for("", [label], load_lexicon(None))]
+    except Exception:  # noqa: BLE001 - a missing or changed lexicon only costs draft quality
+        return []
+
+
+def _count(table: dict, seq: list[int], order: int, weight: int, start: int = 1) -> None:
+    """Count each position from `start` on as the next token of its 1..`order` preceding ones."""
+    for pos in range(max(1, start), len(seq)):
+        for n in range(1, min(order, pos) + 1):
+            nxt = table.setdefault(tuple(seq[pos - n:pos]), {})
+            nxt[seq[pos]] = nxt.get(seq[pos], 0) + weight
+
+
+def _best(counts: dict[int, int]) -> tuple[int, float]:
+    tok = max(counts, key=lambda t: (counts[t], -t))  # ties: the lower id, for determinism
+    return tok, counts[tok] / sum(counts.values())
+
+
+class DraftSession:
+    """The drafter plus what one `Decoder.generate` call has seen (reset per call, so a shard's
+    outputs and forward counts never depend on which shards ran before it)."""
+
+    def __init__(self, drafter: SkeletonDrafter) -> None:
+        self.d = drafter
+        self.history: dict[tuple[int, ...], dict[int, int]] = {}
+
+    def observe(self, answer: list[int], new: int | None = None) -> None:
+        """Count the last `new` tokens of a row's answer so far (all of it by default): rows still
+        in flight feed the drafts of the rows behind them, which pays most when outputs repeat."""
+        start = 1 + len(answer) - (len(answer) if new is None else new)
+        _count(self.history, [_START] + list(answer), self.d.order, HISTORY_WEIGHT, start)
+
+    def _next(self, seq: list[int]) -> int | None:
+        for n in range(len(seq), 0, -1):
+            ctx = tuple(seq[-n:])
+            hist = self.history.get(ctx)
+            if hist is None:
+                base = self.d.base.get(ctx)
+                if base is None:
+                    continue
+                tok, share = base
+            else:
+                merged = dict(self.d._counts.get(ctx, {}))
+                for t, c in hist.items():
+                    merged[t] = merged.get(t, 0) + c
+                tok, share = _best(merged)
+            return tok if share >= self.d.min_share else None
+        return None
+
+    def draft(self, gen: list[int], k: int, prompt_index: dict | None = None, prompt: list[int] | None = None) -> list[int]:
+        if k <= 0:
+            return []
+        seq = ([_START] + gen)[-self.d.order:]
+        out: list[int] = []
+        while len(out) < k:
+            nxt = self._next(seq)
+            if nxt is None:
+                break
+            out.append(nxt)
+            seq = (seq + [nxt])[-self.d.order:]
+        if not out and prompt_index is not None and prompt is not None and gen:
+            keys = [self.norm(t) for t in gen[-2:]]
+            at = prompt_index.get(tuple(keys)) if len(keys) == 2 else None
+            if at is None:
+                at = prompt_index.get((keys[-1],))
+            if at is not None:
+                out = prompt[at:at + min(k, PROMPT_DRAFT)]
+        return out
+
+    def norm(self, token: int) -> str:
+        return self.d.norm(token)
+
+
+PROMPT_DRAFT = 6  # tokens drafted from the prompt: a quote, but rarely a long one
+
+
+def prompt_index(ids: list[int], norm) -> dict[tuple[str, ...], int]:
+    """Normalized (a, b) and (a,) -> position after their last occurrence in `ids`. The text sits
+    late in the prompt, so its last occurrence is the likeliest source of a quote; tokens are
+    compared case-folded because answers often quote the text in lower case."""
+    keys = [norm(t) for t in ids]
+    index: dict[tuple[str, ...], int] = {}
+    for i in range(len(ids) - 1):
+        index[(keys[i],)] = i + 1
+        if i + 2 < len(ids):
+            index[(keys[i], keys[i + 1])] = i + 2
+    return index
+
+
+
+_LABELS = re.compile(r'\s*\{\s*"labels"\s*:\s*(\[[^\]]*\])')
+
+
+class AnswerDrafts:
+    """Whole-answer drafts for one record, as `render_target` renders what training teaches:
+    ``{"labels":[...],"vad":<lexicon-weak VAD of the text and labels, two decimals>,
+    "rationale":<the text's lexicon cues>}``.
+
+    Until the model has written its labels the draft assumes the label whose VAD anchor lies
+    nearest the text's lexicon VAD; once the labels are out, the answer for those labels is
+    drafted. Where the output has left the drafted answer (other digits, say), drafting resumes
+    after the latest 3- or 2-token match nearest the same position.
+    """
+
+    def __init__(self, tokenizer, text: str, taxonomy: str) -> None:
+        self.tokenizer, self.text, self.taxonomy = tokenizer, text, taxonomy
+        self.texts = token_texts(tokenizer)
+        self.lexicon = _lexicon()
+        self.labels_seen: list[str] | None = None
+        self.answer: list[int] = []
+        self.index: dict[tuple[int, ...], list[int]] = {}
+        if self.lexicon is not None:
+            self._use(self._ranked()[:1])
+
+    def _ranked(self) -> list[str]:
+        labels = list(taxonomy_labels(self.taxonomy))
+        lex, _ = self.lexicon.text_vad(self.text)
+        if lex is None:
+            return sorted(labels, key=lambda l: l != "neutral")
+        return sorted(labels, key=lambda l: sum((a - b) ** 2 for a, b in zip(VAD_ANCHORS[l], lex)))
+
+    def _use(self, labels: list[str]) -> None:
+        from emoloom.lexicon import rationale_for, weak_vad
+
+        try:
+            vad, _, _ = weak_vad(self.text, labels, self.lexicon)
+            target = render_target(labels, vad.rounded(), rationale_for(self.text, labels, self.lexicon))
+        except ValueError:  # a label without a VAD anchor: nothing to draft
+            self.answer, self.index = [], {}
+            return
+        self.answer = list(self.tokenizer(target, add_special_tokens=False)["input_ids"])
+        self.index = {}
+        for n in (2, 3):
+            for p in range(n, len(self.answer)):
+                self.index.setdefault(tuple(self.answer[p - n:p]), []).append(p)
+
+    def draft(self, gen: list[int], k: int) -> list[int]:
+        if k <= 0 or self.lexicon is None:
+            return []
+        if self.labels_seen is None and gen:
+            m = _LABELS.match("".join(self.texts[t] if t < len(self.texts) else "" for t in gen))
+            if m:
+                try:
+                    labels = [str(x) for x in json.loads(m.group(1))]
+                except ValueError:
+                    labels = []
+                self.labels_seen = labels
+                if labels:
+                    self._use(labels)
+        ans, n = self.answer, len(gen)
+        if not ans:
+            return []
+        if ans[:n] == gen:
+            return ans[n:n + k]
+        for size in (3, 2):
+            at = self.index.get(tuple(gen[-size:])) if n >= size else None
+            if at:
+                p = min(at, key=lambda q: (abs(q - n), -q))
+                return ans[p:p + k]
+        return []
+
+
+def _lexicon():
+    try:
+        from emoloom.lexicon import load_lexicon
+
+        return load_lexicon(None)
+    except Exception:  # noqa: BLE001 - a missing or changed lexicon only costs draft quality
+        return None

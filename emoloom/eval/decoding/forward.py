@@ -1,0 +1,127 @@
+"""One KV-off forward over many token sequences: logits at the positions each row needs.
+
+Nothing is kept between forwards: every call recomputes every prefix from the token ids. Rows
+are right-padded into a batch, or packed into one sequence where they share a prompt start
+(`packing`) and packing passed its self-check on this model.
+"""
+from __future__ import annotations
+
+from .packing import (MIN_SHARED, PACK_KWARG, PackPlan, packed_attention_on, same_logits, shared_prefix_groups,
+                      supports_packing)
+
+__all__ = ["Forward", "backbone_and_head"]
+
+
+def backbone_and_head(model):
+    """(backbone, output layer, logit softcap) of a causal LM, or None when it does not split so."""
+    try:
+        backbone, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    if backbone is None or head is None or backbone is model:
+        return None
+    return backbone, head, getattr(model.config, "final_logit_softcapping", None)
+
+
+class Forward:
+    """KV-off forwards of one model. `calls` counts them; `packing` is None until packing is
+    first wanted, then whether its self-check passed."""
+
+    def __init__(self, model, pad_id: int, vocab: int, pack: bool | None = None) -> None:
+        self.model, self.pad_id, self.vocab = model, pad_id, vocab
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.split = backbone_and_head(model)
+        # None packs where it was measured to pay (a CPU model); True packs on any device, False
+        # never. Either way only after `packing_ok`'s check.
+        self.pack = pack if pack is not None else self.device.type == "cpu"
+        self.packing: bool | None = None
+        self.calls = 0
+
+    def __call__(self, seqs: list[list[int]], need: list[int]):
+        """(logits [sum(need), V] of the last `need_i` positions of each sequence, packed?)."""
+        if self.pack and len(seqs) > 1:
+            groups = shared_prefix_groups(seqs, need)
+            if any(shared for shared, _ in groups) and self.packing_ok():
+                return self.packed(seqs, need, groups), True
+        return self.padded(seqs, need), False
+
+    def padded(self, seqs: list[list[int]], need: list[int]):
+        """A right-padded batch without an attention mask: under causal attention a position
+        never sees the pads after it, so every kept position is computed as it would be alone
+        (and the fused causal kernel is used instead of a masked one)."""
+        import torch
+
+        width = max(len(s) for s in seqs)
+        pad = self.pad_id
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], dtype=torch.long)
+        rows = [i for i, n in enumerate(need) for _ in range(n)]
+        cols = [c for s, n in zip(seqs, need) for c in range(len(s) - n, len(s))]
+        return self.logits(ids, (torch.tensor(rows), torch.tensor(cols)))
+
+    def logits(self, ids, at, **kwargs):
+        """One forward of `ids` [B, T]; float logits [n, V] at the positions `at` (an index of
+        the [B, T] grid). Only those positions go through the output layer."""
+        import torch
+
+        ids = ids.to(self.device)
+        self.calls += 1
+        if self.split is not None:
+            backbone, head, softcap = self.split
+            hidden = backbone(input_ids=ids, use_cache=False, **kwargs).last_hidden_state
+            logits = head(hidden[at]).float()
+            if softcap:
+                logits = torch.tanh(logits / softcap) * softcap
+            return logits
+        # a model without get_decoder/get_output_embeddings: full logits, then gather
+        return self.model(input_ids=ids, use_cache=False, **kwargs).logits[at].float()
+
+    def packed(self, seqs: list[list[int]], need: list[int], groups):
+        """One packed sequence: per group its shared start once, then one slot per member holding
+        the member's remaining tokens (right-padded to the group's longest), with the position
+        ids they have in the member's own sequence. `packed_attention` keeps rows apart."""
+        import torch
+
+        ids: list[int] = []
+        position: list[int] = []
+        layout, ends = [], [0] * len(seqs)
+        pad = self.pad_id
+        for shared, members in groups:
+            start, slot = len(ids), max(len(seqs[i]) - shared for i in members)
+            ids += seqs[members[0]][:shared]
+            position += range(shared)
+            for i in members:
+                own = seqs[i][shared:]
+                ends[i] = len(ids) + len(own)
+                ids += own
+                ids += [pad] * (slot - len(own))
+                position += range(shared, shared + slot)
+            layout.append((start, shared, len(members), slot))
+        plan = PackPlan.build(layout, self.device)
+        cols = [c for i, n in enumerate(need) for c in range(ends[i] - n, ends[i])]
+        with packed_attention_on(self.model):
+            logits = self.logits(torch.tensor([ids], dtype=torch.long), (0, torch.tensor(cols)),
+                                 position_ids=torch.tensor([position], device=self.device), **{PACK_KWARG: plan})
+        if not plan.used:  # the model never called our attention: rows would have seen each other
+            raise RuntimeError("packed decoding needs transformers' attention interface; use pack=False")
+        return logits
+
+    def packing_ok(self) -> bool:
+        """Packing is trusted once it reproduces the padded batch on a small forward (three rows
+        sharing a start), checked on first use; otherwise this model stays padded."""
+        if self.packing is None:
+            self.packing = False
+            if supports_packing(self.model):
+                import torch
+
+                g = torch.Generator().manual_seed(0)
+                start = torch.randint(0, self.vocab, (MIN_SHARED + 8,), generator=g).tolist()
+                seqs = [start + torch.randint(0, self.vocab, (n,), generator=g).tolist() for n in (37, 50, 41)]
+                need, calls = [4, 9, 1], self.calls
+                padded = self.padded(seqs, need)
+                try:
+                    self.packing = same_logits(padded, self.packed(seqs, need, shared_prefix_groups(seqs, need)))
+                except RuntimeError:
+                    pass
+                self.calls = calls
+        return self.packing

@@ -1,0 +1,137 @@
+"""Packing rows that share a prompt start into one sequence that holds that start once.
+
+Rows whose prompts start alike (the instruction and label list every prompt of a taxonomy
+repeats) are packed into one sequence; each row attends to the shared start and to its own tokens
+(`packed_attention`). Every forward still recomputes every prefix from the token ids - nothing is
+kept between forwards - it just does not compute the same prompt start sixteen times.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Sequence
+
+__all__ = ["MIN_SHARED", "PACK_TOLERANCE", "PACK_KWARG", "PACK_ATTENTION", "shared_prefix_groups", "PackPlan",
+           "packed_attention", "same_logits", "supports_packing", "packed_attention_on"]
+
+MIN_SHARED = 16  # shortest shared prompt start worth packing rows for
+# Packed logits may differ from the padded batch's by this share of max|logit| (SDPA kernels pick
+# their blocking by query/key length, so the last bits can differ).
+PACK_TOLERANCE = 1e-4
+PACK_KWARG = "emoloom_pack"
+PACK_ATTENTION = "emoloom_packed_sdpa"
+
+
+def shared_prefix_groups(seqs: Sequence[Sequence[int]], need: Sequence[int],
+                         min_shared: int = MIN_SHARED) -> list[tuple[int, list[int]]]:
+    """Rows grouped by their first `min_shared` tokens, with the length of the start all members
+    of a group share (0 for a row alone). The shared start stops before each member's last
+    `need` positions (whose logits are wanted), so those stay in the row's own part."""
+    by_key: dict[tuple, list[int]] = {}
+    for i, s in enumerate(seqs):
+        key = tuple(s[:min_shared]) if len(s) - need[i] >= min_shared else ("alone", i)
+        by_key.setdefault(key, []).append(i)
+    groups = []
+    for members in by_key.values():
+        first = seqs[members[0]]
+        shared = min(len(seqs[i]) - need[i] for i in members)
+        for i in members[1:]:
+            n, other = min_shared, seqs[i]
+            while n < shared and other[n] == first[n]:
+                n += 1
+            shared = n
+        if len(members) == 1 or shared < min_shared:
+            groups += [(0, [i]) for i in members]
+        else:
+            groups.append((shared, members))
+    return groups
+
+
+@dataclass
+class PackPlan:
+    """The layout of a packed sequence, for `packed_attention`: per group (start, shared, rows,
+    slot, mask) - the shared start at [start, start + shared), then `rows` slots of `slot`
+    tokens, and the mask that lets a slot's tokens see the shared start and, causally, their
+    own slot (None when nothing is shared). Built once per forward, used by every layer; `used`
+    records that the model's attention went through `packed_attention` at all."""
+
+    groups: list
+    used: bool = False
+
+    @classmethod
+    def build(cls, layout, device) -> "PackPlan":
+        import torch
+
+        groups = []
+        for start, shared, rows, slot in layout:
+            mask = None
+            if shared:
+                mask = torch.ones(slot, shared + slot, dtype=torch.bool).tril(shared).to(device)[None, None]
+            groups.append((start, shared, rows, slot, mask))
+        return cls(groups)
+
+
+def packed_attention(module, query, key, value, attention_mask, **kwargs):
+    """transformers' SDPA attention over a packed sequence (batch 1): with ``emoloom_pack=plan``
+    each group's shared start attends causally to itself, and each slot's tokens attend to that
+    start plus their own slot's earlier tokens - the keys each row would see alone, in order."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    plan = kwargs.pop(PACK_KWARG, None)
+    if plan is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    plan.used = True
+    heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[3]
+    out = query.new_empty(1, query.shape[2], heads, dim)  # [1, T, H, D], as sdpa_attention_forward returns
+    for start, shared, rows, slot, mask in plan.groups:
+        mid, end = start + shared, start + shared + rows * slot
+
+        def slots(x, n_heads):  # [1, h, T, D] -> [rows, h, slot, D] over this group's slots
+            return x[0, :, mid:end].reshape(n_heads, rows, slot, dim).transpose(0, 1)
+
+        q, k, v = slots(query, heads), slots(key, kv_heads), slots(value, kv_heads)
+        if shared:
+            out[:, start:mid] = sdpa_attention_forward(module, query[:, :, start:mid], key[:, :, start:mid],
+                                                       value[:, :, start:mid], None, **kwargs)[0]
+            k = torch.cat([key[:, :, start:mid].expand(rows, -1, -1, -1), k], dim=2)
+            v = torch.cat([value[:, :, start:mid].expand(rows, -1, -1, -1), v], dim=2)
+        out[0, mid:end] = sdpa_attention_forward(module, q, k, v, mask, **kwargs)[0].reshape(rows * slot, heads, dim)
+    return out, None
+
+
+def same_logits(a, b) -> bool:
+    """Packed logits agree with the padded batch's: the same greedy token everywhere and no
+    more than `PACK_TOLERANCE` x max|logit| apart (a row seeing another row's tokens moves
+    logits by whole units)."""
+    import torch
+
+    scale = float(a.abs().max()) or 1.0
+    return bool(torch.equal(a.argmax(-1), b.argmax(-1))) and float((a - b).abs().max()) <= PACK_TOLERANCE * scale
+
+
+def supports_packing(model) -> bool:
+    """Packing rides on transformers' SDPA attention, without sliding windows (their masks are
+    built by transformers, which packing bypasses)."""
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    if getattr(config, "use_sliding_window", False) or "sliding_attention" in (getattr(config, "layer_types", None) or ()):
+        return False
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACK_ATTENTION, packed_attention)
+    return True
+
+
+@contextmanager
+def packed_attention_on(model):
+    """Route the model's attention through `packed_attention` for one forward. No mask function
+    is registered under that name, so transformers builds no mask of its own."""
+    config = model.config
+    before = config._attn_implementation
+    config._attn_implementation = PACK_ATTENTION
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
