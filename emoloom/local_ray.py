@@ -37,10 +37,6 @@ LOOPBACK = "127.0.0.1"
 # workers). Ray reads it when `ray._private.ray_constants` is imported.
 LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
-# The `ray start` line of README.md for a single-machine head that `ray job submit` can use
-# (token auth: create the token once with `ray get-auth-token --generate`).
-RAY_START_HEAD = ("RAY_AUTH_MODE=token RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
-                  "ray start --head --node-ip-address=127.0.0.1 --dashboard-host=127.0.0.1")
 
 
 def local_ray_options() -> dict:
