@@ -136,6 +136,23 @@ def test_a_trial_in_another_working_directory_reads_the_resolved_paths(tmp_path,
     assert len(prepare_data(train_cfg).pool_a) > 0
 
 
+def test_the_train_command_resolves_relative_paths_where_it_starts(tmp_path, monkeypatch, capsys):
+    """Ray Train workers run elsewhere: `emoloom train` hands them absolute inputs and output."""
+    import yaml
+
+    from emoloom.__main__ import main
+    from emoloom.data.synthetic import write_synthetic
+
+    write_synthetic(tmp_path / "data", seed=0, size=50)
+    (tmp_path / "train.yaml").write_text("data:\n  sources:\n    - {corpus: goemotions, source: data/goemotions, "
+                                         "split: train, dev_split: dev}\nout: runs/one\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "train.yaml", "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["data"]["sources"][0]["source"] == str(tmp_path / "data" / "goemotions")
+    assert cfg["out"] == str(tmp_path / "runs" / "one")
+
+
 def test_a_missing_relative_path_names_the_directory_it_was_read_from(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc, _, err = dry_run(capsys, "eval.cross_corpus=[{corpus: dailydialog, source: ./no_dd, split: validation}]")

@@ -8,16 +8,14 @@ directory of its own; `${VAR:-default}` in a path lets a preset find its data ro
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from emoloom.config import ConfigError, did_you_mean, explain, parse_override
+from emoloom.paths import absolute_path, expand, train_paths  # noqa: F401 - expand: part of this surface
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "screens"
-_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 
 
 def presets() -> list[str]:
@@ -88,49 +86,6 @@ def check_top_keys(items: list[str]) -> None:
         raise ConfigError(f"override {item}: unknown key {top!r}{hint}")
 
 
-# -- paths ------------------------------------------------------------------------------------
-
-def expand(value: str) -> str:
-    """`${VAR}` / `${VAR:-default}` from the environment, then `~`."""
-    def sub(m: re.Match) -> str:
-        got = os.environ.get(m.group(1))
-        if got:
-            return got
-        if m.group(2) is None:
-            raise ConfigError(f"{value!r}: environment variable {m.group(1)} is not set (or write "
-                              f"${{{m.group(1)}:-default}})")
-        return m.group(2)
-
-    return os.path.expanduser(_VAR.sub(sub, value))
-
-
-def _absolute(value: Any, cwd: Path | None) -> Any:
-    """An existing local path made absolute (cwd None: only expanded); anything else (a hub id, a
-    model name, a path only a cluster has) as it is, for check_resolvable to judge."""
-    if not isinstance(value, str) or not value:
-        return value
-    text = expand(value)
-    return str((cwd / text).resolve()) if cwd is not None and os.path.exists(cwd / text) else text
-
-
-# dotted training keys that hold a local path (model.name only when it is a folder)
-TRAIN_PATH_KEYS = ("data.lexicon", "distributed.deepspeed_config", "model.name")
-
-
-def _train_paths(values: dict, cwd: Path | None, prefix: str = "") -> dict:
-    out = {}
-    for key, value in values.items():
-        full = f"{prefix}{key}"
-        if full == "data.sources" and isinstance(value, list):
-            value = [{**s, "source": _absolute(s.get("source"), cwd)} if isinstance(s, dict) else s for s in value]
-        elif full in TRAIN_PATH_KEYS:
-            value = _absolute(value, cwd)
-        elif isinstance(value, dict):  # nested sections (`data: {sources: ...}`)
-            value = _train_paths(value, cwd, full + ".")
-        out[key] = value
-    return out
-
-
 def resolve_paths(cfg, space, cwd: str | Path | None = None, absolute: bool = True):
     """(cfg, space) with every local path of the screen (training sources and lexicon, the space's
     fixed values, cross-corpus sources) expanded and, with `absolute`, made absolute against `cwd`
@@ -142,8 +97,8 @@ def resolve_paths(cfg, space, cwd: str | Path | None = None, absolute: bool = Tr
     while `EMOLOOM_DATA` pointing at other data makes another screen. What the data was is recorded
     per trial as sha256."""
     base = Path(cwd or os.getcwd()) if absolute else None
-    cross = [s.model_copy(update={"source": _absolute(s.source, base)}) for s in cfg.eval.cross_corpus]
-    cfg = cfg.model_copy(update={"train": _train_paths(cfg.train, base),
+    cross = [s.model_copy(update={"source": absolute_path(s.source, base)}) for s in cfg.eval.cross_corpus]
+    cfg = cfg.model_copy(update={"train": train_paths(cfg.train, base),
                                  "eval": cfg.eval.model_copy(update={"cross_corpus": cross})})
-    space = space.model_copy(update={"fixed": _train_paths(space.fixed, base)})
+    space = space.model_copy(update={"fixed": train_paths(space.fixed, base)})
     return cfg, space

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -22,6 +23,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from emoloom.config import ConfigError, dump_yaml, load_config
+    from emoloom.paths import expand, train_paths
     from emoloom.train.config import DEFAULT_RUN, TrainConfig
 
     config, overrides = args.config, list(args.overrides)
@@ -30,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
         config = None
     try:
         cfg = load_config(TrainConfig, config, overrides, base=None if config else DEFAULT_RUN)
+        # Ray Train workers run in a directory of their own: inputs and `out` resolved here.
+        here = Path.cwd()
+        cfg = TrainConfig.model_validate({**train_paths(cfg.model_dump(), here), "out": str(here / expand(str(cfg.out)))})
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
