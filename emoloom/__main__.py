@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "evaluate": "emoloom.eval.cli",
     "predict": "emoloom.eval.cli",
     "report": "emoloom.screen.verdict",
+    "fidelity": "emoloom.screen.fidelity",
 }
 
 

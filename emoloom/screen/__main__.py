@@ -97,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = run_screen(cfg, space, resume=args.resume, rerun=args.rerun, digest=digest)
     print_summary(summary)
+    if cfg.fidelity is not None and summary.get("best"):
+        from emoloom.screen.fidelity import audit
+
+        # after the screen's summary, so a killed audit resumes with the same command (a finished
+        # screen is revisited, then the audit picks up its own Tune experiment)
+        result = audit(cfg, space, Path(summary["storage"]), cfg.fidelity, screen_wall_s=summary["wall_s"])
+        print(f"\nFidelity audit: {result['paragraph']}")
     return 0 if summary.get("best") else 1
 
 

@@ -67,6 +67,20 @@ class ClusterShape(StrictModel):
     gpus_per_node: int = Field(0, ge=0)
 
 
+class FidelityOptions(StrictModel):
+    """The fidelity audit run when the screen ends (`python -m emoloom fidelity` does the same on
+    a finished screen): retrain the top `top` finished trials plus `random` others (stopped ones
+    included) at `budget_x` times the training budget and compare rankings."""
+
+    top: int = Field(3, ge=1)
+    random: int = Field(2, ge=0)
+    # Multiplies the trial's epochs (steps per epoch unchanged), or max_steps when it sets them.
+    budget_x: float = Field(4.0, gt=0)
+    max_concurrent: int | None = Field(None, ge=1)  # None: the space's max_concurrent
+    # Point the registered model's `best` alias at the full-budget winner's retrained adapter.
+    register_winner: bool = False
+
+
 class ScreenConfig(StrictModel):
     name: str = "default"
     space: str = "default"  # a tune_spaces/ name or a path
@@ -81,6 +95,7 @@ class ScreenConfig(StrictModel):
     seed: int = 0
     trial_timeout_s: float | None = Field(None, gt=0)
     fail_fast: bool = False  # False: a failing trial is recorded and the screen goes on
+    fidelity: FidelityOptions | None = None  # None: no audit when the screen ends
 
 
 def check_resolvable(cfg: ScreenConfig, space: "SearchSpace", train_cfg: "TrainConfig", origin: str,

@@ -27,7 +27,8 @@ def screen_hash(cfg: ScreenConfig, space: SearchSpace) -> str:
         cfg: dict
         space: dict
 
-    ident = _Identity(cfg=cfg.model_dump(mode="json", exclude={"ray", "cluster", "mlflow", "storage", "resources"}),
+    where_and_after = {"ray", "cluster", "mlflow", "storage", "resources", "fidelity"}
+    ident = _Identity(cfg=cfg.model_dump(mode="json", exclude=where_and_after),
                       space=space.model_dump(mode="json"))
     return config_hash(ident)
 
@@ -116,8 +117,10 @@ def _scheduler(space: SearchSpace):
     # ASHA stops every trial that reaches max_t. A trial reports its last training epoch and
     # then its final KV-off evaluation; one step of headroom lets that evaluation happen while
     # the rungs (grace_period * reduction_factor^k < max_t + 1) stay where the space put them.
+    # ASHA compares `rung_value` (the space's asha.signal, oriented to its mode: screen/signals.py);
+    # the searcher keeps ranking by `objective`, so the two carry their own metric.
     return ASHAScheduler(time_attr=a.time_attr, max_t=a.max_t + 1, grace_period=a.grace_period,
-                         reduction_factor=a.reduction_factor)
+                         reduction_factor=a.reduction_factor, metric="rung_value", mode=space.mode)
 
 
 def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
@@ -153,6 +156,7 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
         raise SystemExit(f"--resume: no interrupted screen at {exp_dir} (config hash {digest})")
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "screen.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    (exp_dir / "space.yaml").write_text(yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False))  # for audits
 
     prov = provenance()
     parent = RunJournal(exp_dir / JOURNAL, uri=uri, experiment_id=exp_id, run_name=exp_name,
@@ -183,7 +187,7 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
     ctx = TrialContext(tracking_uri=uri, experiment_id=exp_id, parent_run_id=parent.run_id,
                        screen_hash=digest, screen=cfg.model_dump(mode="json"),
                        fixed=space.fixed, metric=space.metric, mode=space.mode, trials_dir=str(trials_dir),
-                       sets=sets.to_json())
+                       sets=sets.to_json(), rung_signal=space.asha.signal)
     floors = record_floors(ctx, cfg, space, sets, storage / "floors")
     stats_s = time.time() - t_stats
     where = init_ray(cfg)
@@ -202,7 +206,7 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=_searcher(space, exp_dir, digest), scheduler=_scheduler(space),
-                                        metric="objective", mode=space.mode, num_samples=space.num_trials,
+                                        num_samples=space.num_trials,
                                         reuse_actors=False, trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(name=exp_name, storage_path=str(storage),
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=cfg.fail_fast),

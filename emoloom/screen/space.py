@@ -89,6 +89,9 @@ class Asha(StrictModel):
     max_t: int = Field(3, ge=1)
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(2, gt=1)
+    # What ASHA compares at a rung (emoloom/screen/signals.py); every signal is logged per epoch
+    # whatever the choice, so `python -m emoloom fidelity` can compare them on the same trials.
+    signal: Literal["decoded", "nll", "head_f1"] = "decoded"
 
 
 # What a screen can rank by: a key of the trial's evaluation summary, read on the epoch sample

@@ -30,6 +30,12 @@ class TrialContext:
     mode: str = "max"
     trials_dir: str = "runs/trials"
     sets: dict = field(default_factory=dict)  # EvaluationSets.to_json(): the rows every trial is scored on
+    rung_signal: str = "decoded"  # what ASHA compares (screen/signals.py); all are logged
+    role: str = "trial"  # the runs' emoloom.role: "trial", or "fidelity" for an audit's retraining
+    epoch_decode: bool = True  # decode the epoch sample after every epoch (audits skip it: no ASHA)
+    # Fidelity audits only: {screen trial id: {"train": its training config, "budget": overrides,
+    # "params": its sampled values}}; each audit trial's Tune config is then {"screen_trial": id}.
+    retrain: dict = field(default_factory=dict)
 
 
 @lru_cache(maxsize=1)
@@ -142,16 +148,43 @@ def trial_journal(ctx: TrialContext, trial_id: str, autosync: bool = True, param
     `params` (the sampled values) when given."""
     from emoloom.journal import JOURNAL, RunJournal
 
+    name = run_name(trial_id, params)
     return RunJournal(Path(ctx.trials_dir) / f"trial_{trial_id}" / JOURNAL, uri=ctx.tracking_uri,
-                      experiment_id=ctx.experiment_id, run_name=run_name(trial_id, params),
+                      experiment_id=ctx.experiment_id, run_name=f"audit: {name}" if ctx.role == "fidelity" else name,
                       tags={tracking.PARENT_TAG: ctx.parent_run_id, "emoloom.status": "RUNNING"},
-                      key_tags={tracking.SCREEN_TAG: ctx.screen_hash, tracking.ROLE_TAG: "trial",
+                      key_tags={tracking.SCREEN_TAG: ctx.screen_hash, tracking.ROLE_TAG: ctx.role,
                                 tracking.TRIAL_TAG: trial_id}, autosync=autosync)
 
 
 def tune_metrics(metrics: dict) -> dict:
     """What a trial reports to Tune: every scalar except the per-label breakdown."""
     return {k: v for k, v in metrics.items() if "per_label" not in k}
+
+
+def epoch_signals(ctx: TrialContext, screen: dict, train_cfg, model, tokenizer, metrics: dict,
+                  epoch_rows: list, sample_rows: list) -> dict[str, float]:
+    """The epoch report's signals: the decoded objective on `epoch_rows` (with its ParseOK rate),
+    the label NLL on `sample_rows` (the evaluation sample), the head Macro-F1 from the training
+    loop's `metrics`; each as `rung.<name>`, plus `rung_value` for ASHA (`signals.rung_report`)."""
+    from emoloom.screen.signals import label_nll, rung_report
+
+    extra: dict[str, float] = {}
+    values = {"nll": label_nll(model, tokenizer, sample_rows, batch_size=screen["eval"]["batch_size"],
+                               max_length=train_cfg.data.max_length),
+              "head_f1": float(metrics.get("dev_head_macro_f1", 0.0))}
+    if ctx.epoch_decode:
+        from emoloom.eval.run import evaluate
+        from emoloom.models import Loaded
+
+        candidate = Loaded(model=model, tokenizer=tokenizer, spec=train_cfg.model, path="(training)")
+        quick = evaluate(_eval_config(screen, train_cfg, None, None, actors=0), epoch_rows,
+                         candidate=candidate, log=lambda _msg: None)
+        summary = summarize(quick, "epoch_dev")
+        values["decoded"] = objective_of(summary, "epoch_dev", ctx.metric)
+        extra.update(objective=values["decoded"], epoch_dev_parse_ok_rate=summary["epoch_dev.parse_ok_rate"])
+    extra.update(rung_report(values, ctx.rung_signal, ctx.mode) if ctx.rung_signal in values
+                 else {f"rung.{k}": v for k, v in values.items()})
+    return extra
 
 
 def run_trial(config: dict, ctx: TrialContext) -> None:
@@ -171,6 +204,9 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     trial_id = tune.get_context().get_trial_id()
     screen = ctx.screen
     params = dict(config)
+    retrain = ctx.retrain.get(config.get("screen_trial")) if ctx.retrain else None
+    if retrain is not None:  # a fidelity audit: a screen trial's config at a larger budget
+        params = retrain["params"]
     out = Path(ctx.trials_dir) / f"trial_{trial_id}"
     journal = trial_journal(ctx, trial_id, params=params)
     if journal.status == "FINISHED" and "objective" in journal.view["metrics"]:
@@ -182,7 +218,12 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     timeout_s = screen.get("trial_timeout_s")
     watchdog = start_watchdog(timeout_s, journal) if timeout_s else None
     try:
-        train_cfg = build_train_config(screen["train"], ctx.fixed, params, out / "train", screen["seed"])
+        if retrain is not None:
+            train_cfg = build_train_config(retrain["train"], {}, retrain["budget"], out / "train", screen["seed"])
+            journal.set_tags({"emoloom.fidelity_of": config["screen_trial"],
+                              "emoloom.budget": json.dumps(retrain["budget"])})
+        else:
+            train_cfg = build_train_config(screen["train"], ctx.fixed, params, out / "train", screen["seed"])
         journal.log_params(train_cfg.model_dump(mode="json"))
         sets = EvaluationSets.from_json(ctx.sets)
         dev, epoch_dev, cross = sets.dev, sets.epoch, sets.cross
@@ -195,27 +236,21 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         epoch_eval_s = 0.0
 
         def on_epoch(epoch: int, model, tokenizer, metrics: dict) -> dict:
-            """KV-off decoding of a dev sample each epoch: the value ASHA compares at its rungs.
-            Captures only picklable values: under Ray Train it runs on the rank-0 worker."""
-            from emoloom.eval.run import evaluate
-            from emoloom.models import Loaded
-
+            """Every rung signal after each epoch (screen/signals.py), and `rung_value`, the one
+            ASHA compares. Captures only picklable values: under Ray Train it runs on the
+            rank-0 worker."""
             nonlocal epoch_eval_s
             t_eval = time.time()
-            candidate = Loaded(model=model, tokenizer=tokenizer, spec=train_cfg.model, path="(training)")
             was_training = model.training
             model.eval()
             try:
-                quick = evaluate(_eval_config(screen, train_cfg, None, None, actors=0), epoch_dev,
-                                 candidate=candidate, log=lambda _msg: None)
+                extra = epoch_signals(ctx, screen, train_cfg, model, tokenizer, metrics, epoch_dev, dev)
             finally:
                 model.train(was_training)
-            summary = summarize(quick, "epoch_dev")
             epoch_eval_s += time.time() - t_eval
             # elapsed and evaluation seconds so far: the cost ledger of a trial ASHA stops here
-            extra = {"objective": objective_of(summary, "epoch_dev", ctx.metric), "epoch": epoch,
-                     "epoch_dev_parse_ok_rate": summary["epoch_dev.parse_ok_rate"],
-                     "elapsed_seconds": round(time.time() - started, 2), "epoch_eval_seconds": round(epoch_eval_s, 2)}
+            extra.update({"epoch": epoch, "elapsed_seconds": round(time.time() - started, 2),
+                          "epoch_eval_seconds": round(epoch_eval_s, 2)})
             # `step` is MLflow's own axis: a metric of that name only confuses its charts
             logged = {("optimizer_steps" if k == "step" else k): v for k, v in metrics.items() if k != "epoch"}
             journal.log_metrics({**logged, **extra}, step=epoch)
@@ -246,6 +281,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         final["objective"] = objective_of(final, "dev", ctx.metric)
         epochs_done = int(result.last("epoch", train_cfg.epochs))
         final["epoch"] = epochs_done
+        if result.last("rung_value") is not None:  # ASHA's metric in every report (Tune checks it)
+            final["rung_value"] = result.last("rung_value")
         journal.log_metrics(final, step=epochs_done)
         journal.log_files([out / "dev" / "predictions.jsonl", out / "dev" / "metrics.json"], "dev")
         journal.log_files(sorted((out / "cross").glob("*")), "cross")

@@ -135,8 +135,9 @@ def mlflow_report(c, experiment_id: str, parent, out: Path) -> dict[str, Any]:
     p = parent.data.params
     mode, metric = p.get("space.mode", "max"), p.get("space.metric", "objective")
     searched = [k for k in p.get("space.params", "").split(",") if k]
-    rows = rank_rows([run_view(r) for r in tracking.child_runs(c, experiment_id, parent.info.run_id)],
-                     mode, searched)
+    children = [r for r in tracking.child_runs(c, experiment_id, parent.info.run_id)
+                if r.data.tags.get(tracking.ROLE_TAG) != "fidelity"]  # an audit's retraining is no candidate
+    rows = rank_rows([run_view(r) for r in children], mode, searched)
     predictions = {}
     for r in rows:
         if r["status"] in ("FINISHED", "FLOOR"):
