@@ -3,7 +3,7 @@
 A prediction row is one line of predictions.jsonl::
 
     id, corpus, split, taxonomy, prompt_sha256, truncated, raw, parse_ok, labels, vad, rationale,
-    error, detail, stop, new_tokens, forwards, gold_labels, gold_vad, gold_vad_source
+    error, detail, stop, new_tokens, forwards, near_ties, gold_labels, gold_vad, gold_vad_source
     [, flip_of] [, label_scores (score decoder)]
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def failed_row(record: Record, detail: str) -> dict:
         "id": record.id, "corpus": record.corpus, "split": record.split, "taxonomy": record.taxonomy,
         "prompt_sha256": None, "truncated": None, "raw": None,
         "parse_ok": False, "labels": None, "vad": None, "rationale": None,
-        "error": FAILED_ERROR, "detail": detail[:500], "stop": None, "new_tokens": 0, "forwards": 0,
+        "error": FAILED_ERROR, "detail": detail[:500], "stop": None, "new_tokens": 0, "forwards": 0, "near_ties": 0,
         **gold_fields(record),
     }
 
@@ -69,7 +69,7 @@ class Predictor:
                 "id": rec.id, "corpus": rec.corpus, "split": rec.split, "taxonomy": rec.taxonomy,
                 "prompt_sha256": prompt.sha256, "truncated": prompt.truncated, "raw": gen.raw,
                 **parsed.row(), "detail": parsed.detail, "stop": gen.stop,
-                "new_tokens": len(gen.tokens), "forwards": gen.forwards,
+                "new_tokens": len(gen.tokens), "forwards": gen.forwards, "near_ties": gen.near_ties,
                 **gold_fields(rec),
             }
             if gen.label_scores is not None:

@@ -11,7 +11,8 @@ With `out` set, two files are written there:
 * ``predictions.jsonl`` - one row per record, in input order (fields: `emoloom.eval.predict`);
 * ``metrics.json``      - the returned dict: metrics (`emoloom.eval.metrics`), config and its hash,
   model id/path/revision, adapter sha256, data sha256 per input file and skipped rows, package
-  versions, seed, decoder, forward passes per example, wall time.
+  versions, seed, decoder, forward passes per example, near ties (greedy choices within the
+  dtype's resolution), the checkpoint's generation settings greedy decoding ignored, wall time.
 """
 from __future__ import annotations
 
@@ -81,34 +82,69 @@ def _progress(total: int, enabled: bool):
     return bar.update, bar.close
 
 
+class InProcessRunner:
+    """The in-process path behind the pool's interface (`run(records, shard_size, progress)`),
+    shard by shard (the same shards as the pool, so both batch the same rows together). A shard
+    that raises is retried once, then its rows are reported as failed."""
+
+    def __init__(self, cfg: EvalConfig, candidate=None) -> None:
+        from .predict import Predictor
+
+        if candidate is None:
+            candidate = load_candidate(cfg.model, cfg.adapter, device=cfg.device, merge=cfg.merge_adapter)
+        self.predictor = Predictor(candidate, cfg.decoder, cfg.max_new_tokens, cfg.batch_size)
+
+    def ignored_settings(self) -> dict:
+        return self.predictor.decoder.ignored_settings
+
+    def run(self, records: Sequence[Record], shard_size: int = 32,
+            progress: Callable[[int], None] | None = None) -> list[dict]:
+        self.predictor.decoder.check([r.taxonomy for r in records])  # a config error is not a shard failure
+        rows: list[dict | None] = [None] * len(records)
+        for shard in plan_shards(records, shard_size):
+            batch = [records[i] for i in shard]
+            error = None
+            for _attempt in range(2):
+                try:
+                    out = self.predictor.predict(batch, progress=None)
+                    break
+                except Exception as exc:  # noqa: BLE001 - reported per row below
+                    error = f"{type(exc).__name__}: {exc}"
+            else:
+                out = [failed_row(r, error or "") for r in batch]
+            for i, row in zip(shard, out):
+                rows[i] = row
+            if progress:
+                progress(len(shard))
+        return rows  # type: ignore[return-value]
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "InProcessRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_runner(cfg: EvalConfig, records: Sequence[Record] = (), candidate=None):
+    """What `evaluate` runs on: an `EvalPool` of cfg.actors actors, or the in-process runner.
+    Both have `run(records, shard_size, progress)`, `ignored_settings()` and `close()`."""
+    if cfg.actors > 0:
+        from .pool import EvalPool
+
+        _check_budget_driver(cfg, records)
+        return EvalPool(cfg.model, cfg.adapter, decoder=cfg.decoder, max_new_tokens=cfg.max_new_tokens,
+                        batch_size=cfg.batch_size, actors=cfg.actors, gpus_per_actor=cfg.gpus_per_actor,
+                        merge_adapter=cfg.merge_adapter)
+    return InProcessRunner(cfg, candidate)
+
+
 def predict_in_process(cfg: EvalConfig, records: Sequence[Record], candidate=None,
                        progress: Callable[[int], None] | None = None) -> list[dict]:
-    """Prediction rows in input order without Ray, shard by shard (the same shards as the pool,
-    so both batch the same rows together). A shard that raises is retried once, then its rows
-    are reported as failed."""
-    from .predict import Predictor
-
-    if candidate is None:
-        candidate = load_candidate(cfg.model, cfg.adapter, device=cfg.device, merge=cfg.merge_adapter)
-    predictor = Predictor(candidate, cfg.decoder, cfg.max_new_tokens, cfg.batch_size)
-    predictor.decoder.check([r.taxonomy for r in records])  # a config error is not a shard failure
-    rows: list[dict | None] = [None] * len(records)
-    for shard in plan_shards(records, cfg.shard_size):
-        batch = [records[i] for i in shard]
-        error = None
-        for _attempt in range(2):
-            try:
-                out = predictor.predict(batch, progress=None)
-                break
-            except Exception as exc:  # noqa: BLE001 - reported per row below
-                error = f"{type(exc).__name__}: {exc}"
-        else:
-            out = [failed_row(r, error or "") for r in batch]
-        for i, row in zip(shard, out):
-            rows[i] = row
-        if progress:
-            progress(len(shard))
-    return rows  # type: ignore[return-value]
+    """Prediction rows in input order without Ray (`InProcessRunner`)."""
+    return InProcessRunner(cfg, candidate).run(records, cfg.shard_size, progress)
 
 
 def evaluate(cfg: EvalConfig, records: Sequence[Record] | None = None, *, data=None, candidate=None,
@@ -147,21 +183,17 @@ def evaluate(cfg: EvalConfig, records: Sequence[Record] | None = None, *, data=N
         raise ValueError(f"record ids must be unique; {dup!r} occurs more than once")
 
     update, close = _progress(len(records), cfg.progress)
+    runner = pool if pool is not None else open_runner(cfg, records, candidate)
     try:
-        if pool is not None:
-            rows = pool.run(records, shard_size=cfg.shard_size, progress=update)
-        elif cfg.actors > 0:
-            from .pool import EvalPool
-
-            _check_budget_driver(cfg, records)
-            with EvalPool(cfg.model, cfg.adapter, decoder=cfg.decoder, max_new_tokens=cfg.max_new_tokens,
-                          batch_size=cfg.batch_size, actors=cfg.actors, gpus_per_actor=cfg.gpus_per_actor,
-                          merge_adapter=cfg.merge_adapter) as pool:
-                rows = pool.run(records, shard_size=cfg.shard_size, progress=update)
-        else:
-            rows = predict_in_process(cfg, records, candidate=candidate, progress=update)
+        ignored = runner.ignored_settings()
+        if ignored:
+            log("evaluate: greedy decoding ignores the checkpoint's generation settings "
+                + json.dumps(ignored, sort_keys=True))
+        rows = runner.run(records, shard_size=cfg.shard_size, progress=update)
     finally:
         close()
+        if runner is not pool:
+            runner.close()
     wall = time.time() - started
 
     failed = [r for r in rows if r.get("error") == "actor_failed"]
@@ -191,6 +223,9 @@ def evaluate(cfg: EvalConfig, records: Sequence[Record] | None = None, *, data=N
         "forwards_per_example": round(sum(forwards) / len(forwards), 3) if forwards else None,
         "new_tokens_per_example": round(sum(r["new_tokens"] for r in rows) / len(rows), 3) if rows else None,
         "truncated": sum(bool(r.get("truncated")) for r in rows),
+        # greedy choices whose top-2 logit gap was within the model dtype's resolution
+        "near_ties": sum(r.get("near_ties") or 0 for r in rows),
+        "ignored_generation_settings": ignored,
         "failed_rows": len(failed),
         "wall_time_s": round(wall, 3),
         "examples_per_s": round(len(rows) / wall, 3) if wall > 0 else None,

@@ -71,3 +71,42 @@ def mixed_records(n: int = 8, seed: int = 5, taxonomy: str = "goemotions") -> li
             r = r.model_copy(update={"vad": VAD(v=0.8, a=0.5, d=0.6), "vad_source": "gold"})
         out.append(r)
     return out
+
+
+def faulty_pool(model: str, faults_dir: str | Path, **kwargs):
+    """An `EvalPool` whose actors fail on purpose, for the pool tests. `set_faults(dir, spec)`
+    decides: {"raise": {shard: n}, "exit": {shard: n}} makes the first n tries of a shard raise /
+    kill its actor's process. Tries are counted in files, so they survive an actor's restart."""
+    from .pool import EvalPool, _EvalActor
+
+    class FaultyActor(_EvalActor):
+        def run(self, shard, records, max_new_tokens=None):
+            import json
+            import os
+            import uuid
+
+            root = Path(faults_dir)
+            spec = json.loads((root / "faults.json").read_text()) if (root / "faults.json").exists() else {}
+            tries = len(list(root.glob(f"try-{shard}-*")))
+            (root / f"try-{shard}-{uuid.uuid4().hex}").touch()
+            if tries < spec.get("raise", {}).get(str(shard), 0):
+                raise RuntimeError(f"injected failure in shard {shard} (try {tries})")
+            if tries < spec.get("exit", {}).get(str(shard), 0):
+                os._exit(1)
+            return super().run(shard, records, max_new_tokens)
+
+    class FaultyPool(EvalPool):
+        actor_body = FaultyActor
+
+    return FaultyPool(model, **kwargs)
+
+
+def set_faults(faults_dir: str | Path, spec: dict) -> None:
+    """Start counting tries afresh under `spec` (see `faulty_pool`)."""
+    import json
+
+    root = Path(faults_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    for f in root.glob("try-*"):
+        f.unlink()
+    (root / "faults.json").write_text(json.dumps({k: {str(s): n for s, n in v.items()} for k, v in spec.items()}))
