@@ -9,13 +9,19 @@ max_new_tokens):
 
   reference  transformers generate(use_cache=False, do_sample=False), one prompt at a time
   hf_cache   transformers generate(use_cache=True), batched with left padding
-  fast       emoloom's KV-off decoder (continuous batching, shared-prompt packing, skeleton drafts)
+  fast       emoloom's KV-off decoder (continuous batching, shared-prompt packing, whole-answer and
+             skeleton drafts)
   fast_padded  (--padded-row) the same without packing: rows right-padded into a batch
+  fast_skeleton (--skeleton-row) the same without whole-answer drafts (skeleton drafts only)
   pool       the fast decoder on a Ray ActorPool of --actors actors (one thread each); actor
              start-up and model loading are excluded (reported separately)
 
 Columns: examples/s, forward passes per example (for hf_cache: cached forwards), share of raw
-outputs identical to the reference, speed ratio to reference and to hf_cache.
+outputs identical to the reference, speed ratio to reference and to hf_cache, and the 1-minute
+load average before/after the kept (best) round of the row. Every row runs --repeats rounds
+(default 3, decoders interleaved) and keeps its best; a warning is printed when the load
+average exceeded 0.5 per core during a row: such timings say more about the machine than the
+decoders. The header names the machine, its cores and torch's thread count.
 
 The built-in models are random-init: their outputs never close a JSON object, so every row runs
 to max_new_tokens and no skeleton draft is ever right. By default the bench first runs a quick
@@ -42,14 +48,14 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def train_adapter(model_name: str, seconds: float, out: Path, seed: int) -> Path:
+def train_adapter(model_name: str, seconds: float, out: Path, seed: int, steps: int = 100_000) -> Path:
     from emoloom.data.synthetic import synthetic_records
     from emoloom.eval.smoke_sft import smoke_sft
     from emoloom.models import load_base
 
     base = load_base(model_name)
     model = smoke_sft(base.model, base.tokenizer, synthetic_records("goemotions", 2000, seed=seed),
-                      steps=100_000, seconds=seconds, lr=3e-3, lora=True, seed=seed, log=log)
+                      steps=steps, seconds=seconds, lr=3e-3, lora=True, seed=seed, log=log)
     model.save_pretrained(out)
     return out
 
@@ -58,6 +64,26 @@ def timed(fn):
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
+
+
+def machine() -> str:
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{platform.node()}: {cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} torch threads")
+
+
+def load1() -> float:
+    return os.getloadavg()[0]
 
 
 def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
@@ -92,17 +118,27 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
         if args.padded_row:
             padded_dec = Decoder(model, tok, "fast", max_new_tokens=max_new, batch_size=args.batch_size, pack=False)
             runs["fast_padded"] = lambda: padded_dec.generate(prompts)
+        if args.skeleton_row:
+            skel_dec = Decoder(model, tok, "fast", max_new_tokens=max_new, batch_size=args.batch_size,
+                               answer_drafts=False)
+            runs["fast_skeleton"] = lambda: skel_dec.generate(prompts)
         if pool is not None:
             pool.run(records[:2 * args.actors], shard_size=1, max_new_tokens=max_new)  # build decoders
             runs["pool"] = lambda: pool.run(records, shard_size=args.shard_size, max_new_tokens=max_new)
         # Rounds of every decoder in turn, best time kept: a shared machine's slow spells then
         # hit all rows alike instead of whichever row ran during one.
-        outputs, best = {}, {}
+        outputs, best, loads = {}, {}, {}
         for _ in range(args.repeats):
             for name, run in runs.items():
+                before = load1()
                 gens, secs = timed(run)
+                after = load1()
                 outputs.setdefault(name, gens)
-                best[name] = min(secs, best.get(name, secs))
+                if secs <= best.get(name, secs):
+                    best[name], loads[name] = secs, (before, after)
+                if max(before, after) > 0.5 * (os.cpu_count() or 1):
+                    log(f"WARNING [{label}] {name} max_new_tokens={max_new}: load average {before:.2f} -> "
+                        f"{after:.2f} on {os.cpu_count()} cores (> 0.5 per core): not a clean timing")
         log(f"[{label}] max_new_tokens={max_new}: fast decoder packed rows: {bool(fast_dec._packing)}")
         ref = outputs["reference"]
         results = [(name, outputs[name], best[name]) for name in runs]
@@ -115,6 +151,9 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
                 "examples_per_s": len(records) / secs, "seconds": secs,
                 "forwards_per_example": sum(fw) / len(fw),
                 "identical_rate": sum(a == b for a, b in zip(raws, ref_raw)) / len(raws),
+                "near_ties": sum(getattr(g, "near_ties", 0) if hasattr(g, "raw") else g.get("near_ties", 0)
+                                 for g in gens),
+                "load_before": loads[name][0], "load_after": loads[name][1],
             })
         closed = sum(g.stop == "json_closed" for g in ref) / len(ref)
         new_tok = sum(len(g.tokens) for g in ref) / len(ref)
@@ -132,13 +171,14 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = f"{'variant':<10} {'decoder':<10} {'max_new':>7} {'ex/s':>8} {'fwd/ex':>7} {'identical':>9} {'x ref':>7} {'x hf_cache':>10}"
+    head = (f"{'variant':<8} {'decoder':<13} {'max_new':>7} {'ex/s':>8} {'fwd/ex':>7} {'identical':>9} "
+            f"{'x ref':>7} {'x hf_cache':>10} {'near_ties':>9} {'load before/after':>17}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['variant']:<10} {r['name']:<10} {r['max_new_tokens']:>7} {r['examples_per_s']:>8.2f} "
+        print(f"{r['variant']:<8} {r['name']:<13} {r['max_new_tokens']:>7} {r['examples_per_s']:>8.2f} "
               f"{r['forwards_per_example']:>7.1f} {r['identical_rate']:>9.1%} {r['vs_reference']:>7.2f} "
-              f"{r['vs_hf_cache']:>10.2f}")
+              f"{r['vs_hf_cache']:>10.2f} {r['near_ties']:>9} {r['load_before']:>8.2f}/{r['load_after']:<8.2f}")
 
 
 def main(argv=None) -> int:
@@ -152,12 +192,16 @@ def main(argv=None) -> int:
     p.add_argument("--actors", type=int, default=2, help="pool row (0: skip it)")
     p.add_argument("--shard-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="torch threads of the in-process rows")
-    p.add_argument("--repeats", type=int, default=1, help="time every row this many times, keep the best")
+    p.add_argument("--repeats", type=int, default=3, help="time every row this many times, keep the best")
     p.add_argument("--device", default=None, help="e.g. cuda (default: CPU); the pool row stays on CPU actors")
     p.add_argument("--padded-row", action="store_true",
                    help="add a fast_padded row: the fast decoder without shared-prompt packing")
+    p.add_argument("--skeleton-row", action="store_true",
+                   help="add a fast_skeleton row: the fast decoder without whole-answer drafts")
     p.add_argument("--adapter", default=None, help="use this LoRA adapter (skips the SFT)")
     p.add_argument("--sft-seconds", type=float, default=90.0, help="quick LoRA SFT first (0: random init only)")
+    p.add_argument("--sft-steps", type=int, default=100_000,
+                   help="at most this many SFT steps (a fixed count makes the adapter independent of load)")
     p.add_argument("--variants", choices=["sft", "random", "both"], default="sft")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write {'rows': [...]} here")
@@ -181,13 +225,18 @@ def main(argv=None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-            adapter = str(train_adapter(args.model, args.sft_seconds, tmp, args.seed))
+            adapter = str(train_adapter(args.model, args.sft_seconds, tmp, args.seed, args.sft_steps))
+            log(f"adapter saved in {adapter} (reuse it with --adapter)")
         variants.append(("sft" if args.adapter is None else "adapter", adapter))
     rows: list[dict] = []
     for label, adapter in variants:
         rows += bench_variant(args, records, adapter, label)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"machine {machine()}")
     print(f"model {args.model}, {len(records)} GoEmotions dev prompts, batch {args.batch_size}, "
-          f"torch threads {args.threads}, pool actors {args.actors}, best of {args.repeats}")
+          f"torch threads {torch.get_num_threads()}, pool actors {args.actors}, best of {args.repeats}")
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=2) + "\n")

@@ -268,7 +268,10 @@ def test_eval_speed_base_llama_110m(cuda):
     fast = timed("fast", records)
     constrained = timed("constrained", records)
     agree = sum(a.tokens == b.tokens for a, b in zip(ref, fast))
-    out["fast_equals_reference_rows"] = f"{agree}/{len(ref)}"  # bf16: batch shapes may flip near-ties
+    # bf16 is not asserted exact (batch shapes may flip near ties; fp32 is, above): the rate and
+    # the greedy choices within bf16's resolution are recorded instead.
+    out["fast_equals_reference_rows"] = f"{agree}/{len(ref)}"
+    out["near_ties"] = {"reference": sum(g.near_ties for g in ref), "fast": sum(g.near_ties for g in fast[:n_ref])}
     out["speedup_fast_vs_reference"] = round(out["fast"]["examples_per_s"] / out["reference"]["examples_per_s"], 2)
     dec = Decoder(model, tok, "fast", max_new_tokens=96)
     t = time.time()
