@@ -10,11 +10,16 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from emoloom.config import StrictModel, did_you_mean
+
+# peft reads transformers' deprecated `is_gradient_checkpointing` alias whenever it wraps a model
+# (once per trial, epoch evaluation and candidate load): nothing a user can act on.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 # name -> architecture and size. Random init: they learn the contract during SFT.
 BUILTIN: dict[str, dict[str, Any]] = {
