@@ -137,3 +137,103 @@ def test_label_nll_is_the_models_own_loss_on_the_label_tokens():
             expected.append(float(model(input_ids=ids, labels=labels).loss) * k)
     got = label_nll(model, tok, records, batch_size=2)  # batched, padded
     assert got == pytest.approx(sum(expected) / len(expected), rel=1e-4)
+
+
+# -- a screen and its audit, end to end (slow) -----------------------------------------------------
+
+KNOWN = """
+metric: objective
+mode: max
+num_trials: 2
+max_concurrent: 2
+seed: 0
+asha: {enabled: true, time_attr: epoch, max_t: 2, grace_period: 1, reduction_factor: 2, signal: nll}
+fixed: {epochs: 2, steps_per_epoch: 60, data.synthetic_size: 300, data.dev_size: 16}
+params:
+  model.name: {type: categorical, choices: [tiny-llama]}
+  optim.lr: {type: categorical, choices: [0.0, 0.006]}
+baselines:  # a working candidate and an untrained control: the ranking is known
+  - {model.name: tiny-llama, optim.lr: 0.006}
+  - {model.name: tiny-llama, optim.lr: 0.0}
+"""
+
+
+def _journals(tmp_path, pattern):
+    out = []
+    for p in (tmp_path / "runs").glob(pattern):
+        try:
+            out.append(json.loads(p.read_text()))
+        except (OSError, ValueError):  # being replaced right now
+            pass
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)  # a screen, its audit, a kill and the resume: about 4 min idle, far more under load
+def test_an_audit_killed_with_its_driver_resumes_and_finds_the_known_ranking(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(KNOWN)
+    cmd = [sys.executable, "-m", "emoloom.screen", f"space={space}", f"storage={tmp_path / 'runs'}", "name=t",
+           "eval.dev_limit=40", "eval.epoch_limit=8", "eval.max_new_tokens=64", "eval.cross_corpus=[]",
+           "ray.num_cpus=2", "mlflow.registered_model=null", "fidelity={top: 1, random: 1, budget_x: 2, max_concurrent: 1}"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    audit_glob = "t-*/fidelity/*/trials/trial_*/journal.json"
+    deadline = time.time() + 900
+    try:  # kill the screen's driver once one audit trial is done and the other is training
+        while time.time() < deadline and driver.poll() is None:
+            time.sleep(0.5)
+            states = _journals(tmp_path, audit_glob)
+            if (any(s["view"]["status"] == "FINISHED" for s in states)
+                    and any(s["view"]["status"] == "RUNNING" and s["run_id"] for s in states)):
+                break
+        else:
+            pytest.fail(f"no moment with one audit trial done and one in flight (driver rc {driver.poll()})")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    done_before = {s["run_id"]: len(s["ops"]) for s in _journals(tmp_path, audit_glob)
+                   if s["view"]["status"] == "FINISHED"}
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "already finished" in again.stderr and "resuming the fidelity audit" in again.stderr
+    assert "Fidelity audit: At 2x the screen's training budget (epochs 2 -> 4" in again.stdout
+
+    c = tracking.client(tracking.default_tracking_uri(tmp_path / "runs"))
+    exp = c.get_experiment_by_name("emoloom-screen")
+    runs = c.search_runs([exp.experiment_id], max_results=100)
+    parent = next(r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "screen")
+    trials = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "trial"]
+    audits = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "fidelity" and r.info.status == "FINISHED"]
+    # each chosen trial retrained once, under the screen's run; the finished one was not retrained
+    assert sorted(r.data.tags["emoloom.fidelity_of"] for r in audits) == sorted(
+        r.data.tags[tracking.TRIAL_TAG] for r in trials)
+    assert all(r.data.tags[tracking.PARENT_TAG] == parent.info.run_id for r in audits)
+    assert all(r.data.params["epochs"] == "4" for r in audits)
+    for s in _journals(tmp_path, audit_glob):
+        if s["run_id"] in done_before:
+            assert len(s["ops"]) == done_before[s["run_id"]], "a finished audit trial was touched again"
+
+    # the known ranking: the working learning rate first at both budgets
+    m = parent.data.metrics
+    assert m["fidelity.kendall_tau"] == 1.0 and m["fidelity.spearman"] == 1.0
+    assert m["fidelity.top1_agreement"] == 1.0 and m["fidelity.regret"] == 0.0
+    assert m["fidelity.n_trials"] == 2 and "fidelity.rung.nll.epoch1.spearman" in m
+    assert {f.path for f in c.list_artifacts(parent.info.run_id, "fidelity")} >= {
+        "fidelity/fidelity.png", "fidelity/fidelity.json", "fidelity/fidelity.md"}
+    assert "the screen's pick" in parent.data.tags["emoloom.fidelity"]
+
+    # every rung signal logged at every epoch a trial ran; ASHA got the chosen one (nll, negated)
+    for run in trials:
+        history = {k: {h.step: h.value for h in c.get_metric_history(run.info.run_id, k)}
+                   for k in ("rung.decoded", "rung.nll", "rung.head_f1", "rung_value")}
+        epochs = sorted(history["rung.nll"])
+        assert epochs[0] == 1 and all(sorted(history[k]) == epochs for k in history), history
+        assert all(history["rung_value"][e] == pytest.approx(-history["rung.nll"][e]) for e in epochs)
+    # the leaderboard rebuilt from MLflow holds the screen's trials, not the audit's retraining
+    report = subprocess.run([sys.executable, "-m", "emoloom", "report", "--experiment", "emoloom-screen",
+                             "--storage", str(tmp_path / "runs"), "--out", str(tmp_path / "report")],
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    rows = [line for line in (tmp_path / "report" / "leaderboard.csv").read_text().splitlines()[1:]
+            if ",FLOOR," not in line]
+    assert len(rows) == 2

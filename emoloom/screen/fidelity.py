@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -181,7 +182,7 @@ def _scaled_budget(train: Mapping[str, Any], budget: Mapping[str, int]) -> str:
 
 
 def audit(cfg, space, exp_dir: Path, options, *, screen_wall_s: float | None = None,
-          log=print) -> dict[str, Any]:
+          log=None) -> dict[str, Any]:
     """Run (or resume) the fidelity audit of the screen in `exp_dir` and log it on the screen's
     run; returns what it wrote to fidelity.json (plus `paragraph`, the verdict)."""
     import yaml
@@ -192,6 +193,7 @@ def audit(cfg, space, exp_dir: Path, options, *, screen_wall_s: float | None = N
     from emoloom.screen.run import init_ray, reconcile, replay, screen_sets, trial_dirname, write_json
     from emoloom.screen.trial import TrialContext, run_trial
 
+    log = log or (lambda msg: print(msg, file=sys.stderr))
     t0 = time.time()
     exp_dir = Path(exp_dir).resolve()
     x = options.budget_x
@@ -215,6 +217,9 @@ def audit(cfg, space, exp_dir: Path, options, *, screen_wall_s: float | None = N
         params = json.loads(tune_params.read_text()) if tune_params.is_file() else {}
         retrain[tid] = {"train": train, "budget": budget_overrides(train, x), "params": params}
     audit_dir = exp_dir / "fidelity" / f"x{x:g}-top{options.top}-random{options.random}"
+    if (audit_dir / "fidelity.json").is_file():  # this audit ran to its end: report it, retrain nothing
+        log(f"the fidelity audit in {audit_dir} already ran to its end; its results are kept as they are")
+        return json.loads((audit_dir / "fidelity.json").read_text())
     audit_dir.mkdir(parents=True, exist_ok=True)
     write_json(audit_dir / "selection.json", {"chosen": chosen, "budget_x": x,
                                               "budget": {t: r["budget"] for t, r in retrain.items()}})
@@ -230,6 +235,8 @@ def audit(cfg, space, exp_dir: Path, options, *, screen_wall_s: float | None = N
                        trials_dir=str(audit_dir / "trials"), sets=sets.to_json(), rung_signal=space.asha.signal,
                        role="fidelity", epoch_decode=False, retrain=retrain)
     init_ray(cfg)
+    # as for the screen: a trial started after Tune's last snapshot would otherwise be forgotten
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     driver = {"cpu": cfg.resources.driver_cpus}
     if cfg.resources.driver_resource:
         driver[cfg.resources.driver_resource] = 1
@@ -484,7 +491,7 @@ def run(args: argparse.Namespace) -> int:
                                  "mlflow": cfg.mlflow.model_copy(update={"tracking_uri": uri})})
     summary = exp_dir / "summary.json"
     wall = json.loads(summary.read_text()).get("wall_s") if summary.is_file() else None
-    result = audit(cfg, space, exp_dir, options, screen_wall_s=wall, log=lambda m: print(m, file=sys.stderr))
+    result = audit(cfg, space, exp_dir, options, screen_wall_s=wall)
     print((exp_dir / "fidelity" / f"x{options.budget_x:g}-top{options.top}-random{options.random}"
            / "fidelity.md").read_text())
     return 0 if result else 1
