@@ -12,11 +12,14 @@ default goemotions, and `context`) and returns the contract's parsed answers, on
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import pandas as pd
 
 MODEL_ARTIFACT = "model"
 ANSWER_KEYS = ("id", "parse_ok", "labels", "vad", "rationale", "error", "raw", "truncated")
@@ -36,9 +39,9 @@ class EmoLoomModel(mlflow.pyfunc.PythonModel):
         d = settings["decoder"]
         self.predictor = Predictor(candidate, d["name"], d["max_new_tokens"], d["batch_size"])
 
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
-
+    # Annotated as what pyfunc hands over (a DataFrame under the explicit signature); without a
+    # hint MLflow warns at every import of this module, and a list hint would make it convert.
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         from emoloom.contract import Record
 
         rows = records_of(model_input)
@@ -85,11 +88,21 @@ def save_candidate(path: str | Path, model: dict, adapter: str | Path, decoder: 
             if versions.get(p)]
     signature = ModelSignature(
         inputs=Schema([ColSpec("string", "id"), ColSpec("string", "text"), ColSpec("string", "taxonomy", required=False)]))
-    mlflow.pyfunc.save_model(
-        path=str(path), python_model=EmoLoomModel(),
-        artifacts={"settings": str(settings), "adapter": str(adapter)},
-        code_paths=[str(Path(__file__).resolve().parent)], pip_requirements=reqs, signature=signature,
-        metadata={"emoloom.base_model": model.get("name"), "emoloom.decoder": decoder.get("name")})
+    # The signature is explicit and predict validates its own records; MLflow's advice on input
+    # examples, type hints and pickling (three warnings per registration) does not apply here.
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        pyfunc_log.setLevel(logging.ERROR)
+        try:
+            mlflow.pyfunc.save_model(
+                path=str(path), python_model=EmoLoomModel(),
+                artifacts={"settings": str(settings), "adapter": str(adapter)},
+                code_paths=[str(Path(__file__).resolve().parent)], pip_requirements=reqs, signature=signature,
+                metadata={"emoloom.base_model": model.get("name"), "emoloom.decoder": decoder.get("name")})
+        finally:
+            pyfunc_log.setLevel(level)
     return path
 
 

@@ -96,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     from emoloom.screen.run import run_screen
 
     summary = run_screen(cfg, space, resume=args.resume, rerun=args.rerun, digest=digest)
+    if cfg.fidelity is None:
+        import ray
+
+        # Trials' last log lines reach the driver late; leaving Ray first keeps them from
+        # trailing after the summary (they are in each trial's log either way).
+        ray.shutdown()
     print_summary(summary)
     if cfg.fidelity is not None and summary.get("best"):
         from emoloom.screen.fidelity import audit

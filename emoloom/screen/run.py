@@ -127,6 +127,7 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
                rerun: bool = False, digest: str | None = None) -> dict[str, Any]:
     """`digest`: the screen's hash taken on its paths as written (before presets.resolve_paths)."""
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from emoloom.journal import JOURNAL, RunJournal
     from emoloom.screen.plan import trial_demand
@@ -198,6 +199,11 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
     # Tune snapshots its experiment every 10 s by default; a trial started after the last
     # snapshot of a killed driver would be forgotten and its configuration sampled anew.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # Tune's automatic TensorBoard logger makes it advertise a `tensorboard` command that is not
+    # installed; the CSV/JSON ones (what Tune's result grid reads) are passed explicitly below.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Reports and registration download small artifacts; a progress bar each is noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if restorable:
         print(f"resuming screen {exp_name} from {exp_dir}", file=sys.stderr)
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
@@ -210,7 +216,7 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
                                         reuse_actors=False, trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(name=exp_name, storage_path=str(storage),
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=cfg.fail_fast),
-                                      verbose=1),
+                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback()], verbose=1),
         )
     grid = tuner.fit()
     reconcile(ctx, grid)

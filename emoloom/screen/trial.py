@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -201,6 +202,8 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
     from emoloom.train.examples import prepare_data
     from emoloom.versions import provenance
 
+    # One "Checkpoint successfully created" line per trial and epoch is noise in the screen's log.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     trial_id = tune.get_context().get_trial_id()
     screen = ctx.screen
     params = dict(config)
