@@ -111,7 +111,7 @@ def _survival(scores: list[float], full: list[float]) -> tuple[float, float]:
 
 def score(study: dict) -> dict[tuple[str, str], dict]:
     """{(signal, rung): {tau, rho, top1, regret, survive, survive_random, n}} of one study."""
-    from emoloom.screen.fidelity import _corr
+    from emoloom.screen.fidelity import correlation
     from emoloom.screen.signals import SIGNALS, oriented
 
     trials = study["trials"]
@@ -122,7 +122,7 @@ def score(study: dict) -> dict[tuple[str, str], dict]:
         scores = [s if math.isfinite(s) else -1e30 for s in scores]
         top1, regret = _tie_expectation(scores, full)
         survive, rnd = _survival(scores, full)
-        tau, rho = _corr("kendall", scores, full), _corr("spearman", scores, full)
+        tau, rho = correlation("kendall", scores, full), correlation("spearman", scores, full)
         cells[key] = {"tau": tau if math.isfinite(tau) else 0.0, "rho": rho if math.isfinite(rho) else 0.0,
                       "top1": top1, "regret": regret, "survive": survive, "survive_random": rnd, "n": len(scores)}
 

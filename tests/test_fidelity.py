@@ -111,6 +111,16 @@ def test_the_chosen_rung_signal_is_what_asha_receives_and_decides_on():
     assert oriented(float("nan"), "nll", "max") == -math.inf
 
 
+def test_an_unknown_rung_signal_is_rejected_with_a_suggestion(tmp_path):
+    from emoloom.config import ConfigError
+    from emoloom.screen.space import load_space
+
+    path = tmp_path / "space.yaml"
+    path.write_text("asha: {signal: nl}\n")
+    with pytest.raises(ConfigError, match="did you mean 'nll'"):
+        load_space(path)
+
+
 def test_label_nll_is_the_models_own_loss_on_the_label_tokens():
     import torch
 

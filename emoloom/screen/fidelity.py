@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 from emoloom import tracking
 
-__all__ = ["audit", "budget_overrides", "rank_agreement", "regret_bootstrap", "screen_scores", "select",
+__all__ = ["audit", "budget_overrides", "correlation", "rank_agreement", "regret_bootstrap", "screen_scores", "select",
            "signal_correlations"]
 
 REPLICATES = 1000
@@ -45,7 +45,8 @@ def _finite(x: float) -> float | None:
     return round(float(x), 4) if x is not None and math.isfinite(x) else None
 
 
-def _corr(kind: str, x: Sequence[float], y: Sequence[float]) -> float:
+def correlation(kind: str, x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall tau-b (`kind` "kendall") or Spearman rho of x and y (scipy.stats); nan when a side is constant."""
     import warnings
 
     from scipy import stats
@@ -78,12 +79,12 @@ def rank_agreement(screen_score: Sequence[float], full: Sequence[float], *, pick
     x, y = np.asarray(screen_score, float), np.asarray(full, float)
     out: dict[str, Any] = {"n": len(x)}
     for kind, key in (("kendall", "kendall_tau"), ("spearman", "spearman")):
-        value = _corr(kind, x, y) if len(x) > 1 else float("nan")
+        value = correlation(kind, x, y) if len(x) > 1 else float("nan")
         out[key] = _finite(value)
         out[f"{key}_ci95"] = None
         if len(x) >= 4 and out[key] is not None:
             def stat(a, b, kind=kind):
-                v = _corr(kind, a, b)
+                v = correlation(kind, a, b)
                 return v if math.isfinite(v) else 0.0
 
             res = stats.bootstrap((x, y), stat, paired=True, vectorized=False, n_resamples=replicates,
@@ -134,7 +135,7 @@ def signal_correlations(histories: Mapping[str, Mapping[int, Mapping[str, float]
             x = [v if math.isfinite(v) else -1e30 for v in x]
             row = {"signal": name, "epoch": epoch, "n": len(have), "kendall_tau": None, "spearman": None}
             if len(have) > 1:
-                row.update(kendall_tau=_finite(_corr("kendall", x, y)), spearman=_finite(_corr("spearman", x, y)))
+                row.update(kendall_tau=_finite(correlation("kendall", x, y)), spearman=_finite(correlation("spearman", x, y)))
             out.append(row)
     return out
 

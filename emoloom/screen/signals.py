@@ -19,9 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence
 
-__all__ = ["SIGNALS", "RungSignal", "SignalName", "label_nll", "oriented", "rung_report"]
-
-SignalName = Literal["decoded", "nll", "head_f1"]
+__all__ = ["SIGNALS", "RungSignal", "label_nll", "label_part", "oriented", "rung_report"]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from emoloom.config import AnyFinite, ConfigError, StrictModel, did_you_mean, explain
 
@@ -91,7 +91,16 @@ class Asha(StrictModel):
     reduction_factor: float = Field(2, gt=1)
     # What ASHA compares at a rung (emoloom/screen/signals.py); every signal is logged per epoch
     # whatever the choice, so `python -m emoloom fidelity` can compare them on the same trials.
-    signal: Literal["decoded", "nll", "head_f1"] = "decoded"
+    signal: str = "decoded"
+
+    @field_validator("signal")
+    @classmethod
+    def _known_signal(cls, value: str) -> str:
+        from emoloom.screen.signals import SIGNALS
+
+        if value not in SIGNALS:
+            raise ValueError(f"unknown rung signal {value!r} (one of {', '.join(SIGNALS)}){did_you_mean(value, SIGNALS)}")
+        return value
 
 
 # What a screen can rank by: a key of the trial's evaluation summary, read on the epoch sample
