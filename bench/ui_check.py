@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     folder = Path(args.screen) if args.screen else newest_screen(Path(args.storage))
     summary = json.loads((folder / "summary.json").read_text())
-    names = [json.loads(j.read_text())["run_name"] for j in sorted((folder / "trials").glob("trial_*/journal.json"))]
+    journals = [json.loads(j.read_text()) for j in sorted((folder / "trials").glob("trial_*/journal.json"))]
+    names = [j["run_name"] for j in journals]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         # trial runs are nested (collapsed) under the screen's run on the runs page: open the best's page
         best = browse(f"{base}/runs/{summary['best']['run_id']}", out / "best_trial.png") if summary.get("best") else ""
         parent = browse(f"{base}/runs/{summary['parent_run_id']}", out / "screen_run.png")
+        stopped_id = next((j["run_id"] for j in journals if j["view"]["tags"].get("emoloom.status") == "STOPPED"), None)
+        stopped = browse(f"{base}/runs/{stopped_id}", out / "stopped_trial.png") if stopped_id else None
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
@@ -106,9 +109,18 @@ def main(argv: list[str] | None = None) -> int:
         ("screen run shows the leaderboard in its Description", "rank" in parent and "objective" in parent, ""),
         ("screen run shows the verdict", bool(first_sentence) and first_sentence in parent, first_sentence),
     ]
+    if stopped is not None:  # MLflow's run page says "Killed" / "Failed" for runs ended that way
+        checks.append(("a trial ASHA stopped looks finished, not killed or failed, and says why",
+                       "Finished" in stopped and "Killed" not in stopped and "Failed" not in stopped
+                       and "stopped early by ASHA" in stopped, ""))
+    from emoloom import tracking
+
+    c = tracking.client(summary["tracking_uri"])
+    keys = {k for r in c.search_runs([summary["experiment_id"]], max_results=1000) for k in r.data.metrics}
+    checks.append(("no metric named `step` (the compare view's default axis)", "step" not in keys, ""))
     for name, ok, detail in checks:
         print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f" ({detail})" if detail else ""))
-    print(f"screenshots: {', '.join(str(out / n) for n in ('runs.png', 'screen_run.png', 'best_trial.png'))}")
+    print(f"screenshots: {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
     return 0 if all(ok for _, ok, _ in checks) else 1
 
 
