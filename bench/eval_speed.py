@@ -9,10 +9,8 @@ max_new_tokens):
 
   reference  transformers generate(use_cache=False, do_sample=False), one prompt at a time
   hf_cache   transformers generate(use_cache=True), batched with left padding
-  fast       emoloom's KV-off decoder (continuous batching, shared-prompt packing, whole-answer and
-             skeleton drafts)
+  fast       emoloom's KV-off decoder (continuous batching, shared-prompt packing, skeleton drafts)
   fast_padded  (--padded-row) the same without packing: rows right-padded into a batch
-  fast_skeleton (--skeleton-row) the same without whole-answer drafts (skeleton drafts only)
   pool       the fast decoder on a Ray ActorPool of --actors actors (one thread each); actor
              start-up and model loading are excluded (reported separately)
 
@@ -118,10 +116,6 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
         if args.padded_row:
             padded_dec = Decoder(model, tok, "fast", max_new_tokens=max_new, batch_size=args.batch_size, pack=False)
             runs["fast_padded"] = lambda: padded_dec.generate(prompts)
-        if args.skeleton_row:
-            skel_dec = Decoder(model, tok, "fast", max_new_tokens=max_new, batch_size=args.batch_size,
-                               answer_drafts=False)
-            runs["fast_skeleton"] = lambda: skel_dec.generate(prompts)
         if pool is not None:
             pool.run(records[:2 * args.actors], shard_size=1, max_new_tokens=max_new)  # build decoders
             runs["pool"] = lambda: pool.run(records, shard_size=args.shard_size, max_new_tokens=max_new)
@@ -196,8 +190,6 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None, help="e.g. cuda (default: CPU); the pool row stays on CPU actors")
     p.add_argument("--padded-row", action="store_true",
                    help="add a fast_padded row: the fast decoder without shared-prompt packing")
-    p.add_argument("--skeleton-row", action="store_true",
-                   help="add a fast_skeleton row: the fast decoder without whole-answer drafts")
     p.add_argument("--adapter", default=None, help="use this LoRA adapter (skips the SFT)")
     p.add_argument("--sft-seconds", type=float, default=90.0, help="quick LoRA SFT first (0: random init only)")
     p.add_argument("--sft-steps", type=int, default=100_000,

@@ -235,3 +235,4 @@ def test_fsm_accepts_exactly_the_contract():
                 '{"labels":["joy"],"vad":{"v":0.50,"a":0.50,"d":0.50},"rationale":"a\\n',
                 '{"labels":["joy"],"vad":{"v":0.50,"a":0.50,"d":0.50},"rationale":"a\n'):
         assert fsm.feed(start, bad) is None, bad
+

@@ -7,16 +7,15 @@ One concept per module:
 * `stop`      - the stop rule (EOS, the JSON object closing) and its transformers StoppingCriteria
 * `greedy`    - pure greedy by construction (the checkpoint's generation settings ignored and
                 listed) and the near-tie measure
-* `drafting`  - skeleton and whole-answer drafts for draft-and-verify
+* `drafting`  - skeleton drafts for draft-and-verify
 * `packing`   - rows sharing a prompt start in one sequence, and its attention function
 * `forward`   - one KV-off forward over many rows, padded or packed
 * `decoders`  - `Decoder` with the reference, fast, constrained and score decoders
 * `baseline`  - transformers' KV-cached batched generate, for the speed bench
 """
 from .baseline import hf_generate_cached
-from .decoders import (DECODERS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, MAX_ANSWER_DRAFT, MAX_DRAFT, Decoder,
-                       Generation, check_budget)
-from .drafting import AnswerDrafts, DraftSession, SkeletonDrafter, prompt_index
+from .decoders import DECODERS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, MAX_DRAFT, Decoder, Generation, check_budget
+from .drafting import DraftSession, SkeletonDrafter, prompt_index
 from .forward import Forward
 from .greedy import ignored_settings, pure_greedy
 from .packing import MIN_SHARED, PackPlan, packed_attention, shared_prefix_groups
@@ -25,8 +24,7 @@ from .stop import JsonCloseScanner, JsonStoppingCriteria
 from .tokens import decode_text, per_tokenizer, token_texts
 
 __all__ = [
-    "DECODERS", "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_NEW_TOKENS", "MAX_ANSWER_DRAFT", "MAX_DRAFT", "MIN_SHARED",
-    "AnswerDrafts", "Decoder", "DraftSession", "Forward", "Generation", "JsonCloseScanner", "JsonStoppingCriteria",
+    "DECODERS", "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_NEW_TOKENS", "MAX_DRAFT", "MIN_SHARED", "Decoder", "DraftSession", "Forward", "Generation", "JsonCloseScanner", "JsonStoppingCriteria",
     "PackPlan", "PreparedPrompt", "SkeletonDrafter", "check_budget", "decode_text", "encode_prompt",
     "hf_generate_cached", "ignored_settings", "model_window", "packed_attention", "per_tokenizer", "prepare_prompt",
     "prompt_index", "pure_greedy", "shared_prefix_groups", "token_texts",

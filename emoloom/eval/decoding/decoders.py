@@ -8,9 +8,9 @@ evaluation does, and stops a row at the first of EOS, the JSON object closing (`
                 time, pure greedy (`greedy.pure_greedy`: the checkpoint's own generation settings
                 are not inherited), with a StoppingCriteria for the same JSON-close rule.
 ``fast``        the same greedy tokens, faster: length-sorted continuous batching (finished rows
-                leave the batch and waiting rows join), draft-and-verify (`drafting`: the whole
-                answer the recipe teaches for the record, the contract skeleton, quotes of the
-                prompt), and on CPU rows sharing a prompt start packed into one sequence
+                leave the batch and waiting rows join), draft-and-verify (`drafting`: the contract
+                skeleton, this run's answers, quotes of the prompt), and on CPU rows sharing a
+                prompt start packed into one sequence
                 (`packing`). A step whose top-2 logit gap is within packing's tolerance is
                 recomputed padded, so packing never changes a token.
 ``constrained`` greedy under a logits mask from `fsm.SkeletonFSM`: labels from the taxonomy,
@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 from emoloom.contract import Record
 from emoloom.labels import taxonomy as taxonomy_labels
 
-from .drafting import AnswerDrafts, SkeletonDrafter, prompt_index
+from .drafting import SkeletonDrafter, prompt_index
 from .forward import Forward
 from .greedy import ignored_settings, logit_gaps, near_tie_limit, pure_greedy
 from .packing import PACK_TOLERANCE
@@ -41,14 +41,13 @@ from .prompts import PreparedPrompt, model_window, prepare_prompt
 from .stop import JsonCloseScanner, JsonStoppingCriteria
 from .tokens import decode_text, per_tokenizer, token_texts
 
-__all__ = ["DECODERS", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE", "MAX_DRAFT", "MAX_ANSWER_DRAFT",
-           "Generation", "Decoder", "check_budget"]
+__all__ = ["DECODERS", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE", "MAX_DRAFT", "Generation", "Decoder",
+           "check_budget"]
 
 DECODERS = ("reference", "fast", "constrained", "score")
 DEFAULT_MAX_NEW_TOKENS = 96
 DEFAULT_BATCH_SIZE = 16  # rows per forward; packing makes wide batches cheap on CPU too
 MAX_DRAFT = 16  # longest skeleton draft per step: KV-off, a few more tokens in a forward cost little
-MAX_ANSWER_DRAFT = 64  # longest whole-answer draft: a contract answer is 30-50 tokens
 
 
 @dataclass
@@ -66,14 +65,12 @@ class _Row:
     index: int
     prompt: list[int]
     taxonomy: str
-    record: Record | None = None
     gen: list[int] = field(default_factory=list)
     forwards: int = 0
     stop: str | None = None
     scanner: JsonCloseScanner = field(default_factory=JsonCloseScanner)
     fsm_state: tuple[int, int] | None = None
     lookup: dict | None = None
-    answer: AnswerDrafts | None = None
     label_scores: dict[str, float] | None = None
     near_ties: int = 0
 
@@ -93,8 +90,7 @@ class Decoder:
 
     def __init__(self, model, tokenizer, mode: str = "fast", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  batch_size: int = DEFAULT_BATCH_SIZE, max_draft: int = MAX_DRAFT, draft: bool = True,
-                 max_labels: int = 3, max_rationale_chars: int = 80, pack: bool | None = None,
-                 answer_drafts: bool = True, max_answer_draft: int = MAX_ANSWER_DRAFT) -> None:
+                 max_labels: int = 3, max_rationale_chars: int = 80, pack: bool | None = None) -> None:
         if mode not in DECODERS:
             raise ValueError(f"unknown decoder {mode!r}; choose one of {', '.join(DECODERS)}")
         if max_new_tokens < 1:
@@ -102,7 +98,6 @@ class Decoder:
         self.model, self.tokenizer, self.mode = model, tokenizer, mode
         self.max_new_tokens, self.batch_size = max_new_tokens, max(1, batch_size)
         self.max_draft = max_draft if draft else 0
-        self.max_answer_draft = max_answer_draft if draft and answer_drafts else 0
         self.max_labels, self.max_rationale_chars = max_labels, max_rationale_chars
         self.texts = token_texts(tokenizer)
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -154,7 +149,7 @@ class Decoder:
 
         if isinstance(taxonomies, str):
             taxonomies = [taxonomies] * len(prompts)
-        rows = [_Row(i, list(p.ids), t, p.record) for i, (p, t) in enumerate(zip(prompts, taxonomies))]
+        rows = [_Row(i, list(p.ids), t) for i, (p, t) in enumerate(zip(prompts, taxonomies))]
         with torch.inference_mode():
             if self.mode == "reference":
                 self._reference(rows, progress)
@@ -221,8 +216,6 @@ class Decoder:
                 row = queue.popleft()
                 if drafter:
                     row.lookup = prompt_index(row.prompt, drafter.norm)
-                if self.max_answer_draft and row.record is not None and self.mode == "fast":
-                    row.answer = AnswerDrafts(self.tokenizer, row.record.text, row.taxonomy)
                 active.append(row)
             drafts = [self._draft(r, drafter) for r in active]
             seqs = [r.prompt + r.gen + d for r, d in zip(active, drafts)]
@@ -258,14 +251,9 @@ class Decoder:
                     progress(len(done))
 
     def _draft(self, r: _Row, drafter) -> list[int]:
-        room = self.max_new_tokens - len(r.gen) - 1
-        if r.answer is not None:
-            d = r.answer.draft(r.gen, min(self.max_answer_draft, room))
-            if d:
-                return d
         if drafter is None:
             return []
-        return drafter.draft(r.gen, min(self.max_draft, room), r.lookup, r.prompt)
+        return drafter.draft(r.gen, min(self.max_draft, self.max_new_tokens - len(r.gen) - 1), r.lookup, r.prompt)
 
     def _plans(self, rows: list[_Row], drafts: list[list[int]], logits) -> list[_Plan]:
         """Per row, the tokens its slice of `logits` accepts: greedy (or masked greedy) at each

@@ -4,15 +4,11 @@ KV-off, every forward recomputes the whole prefix anyway, so drafted tokens ride
 forward a step needs; the longest drafted prefix that greedy would have produced is accepted,
 plus the next greedy token. Drafts decide how many forwards a row takes, never its tokens.
 
-* `SkeletonDrafter` - the contract's skeleton (and this run's answers) as an n-gram table.
-* `AnswerDrafts`    - the whole answer the recipe teaches for one record: its lexicon-weak VAD
-                      rounded to two decimals, its lexicon cue words as rationale, labels ranked
-                      by the text's own cues until the model has written its labels.
+`SkeletonDrafter` holds the contract's skeleton (and this run's answers) as an n-gram table;
+where it drafts nothing, tokens that followed the last answer tokens in the prompt are drafted.
 """
 from __future__ import annotations
 
-import json
-import re
 from typing import Sequence
 
 from emoloom.contract import render_target
@@ -20,7 +16,7 @@ from emoloom.labels import VAD_ANCHORS, taxonomy as taxonomy_labels
 
 from .tokens import token_texts
 
-__all__ = ["SkeletonDrafter", "DraftSession", "prompt_index", "AnswerDrafts", "PROMPT_DRAFT"]
+__all__ = ["SkeletonDrafter", "DraftSession", "prompt_index", "PROMPT_DRAFT"]
 
 _START = -1  # sentinel "start of the answer" in draft contexts
 HISTORY_WEIGHT = 2  # an answer of this run counts twice a template rendering
@@ -180,83 +176,3 @@ def prompt_index(ids: list[int], norm) -> dict[tuple[str, ...], int]:
     return index
 
 
-
-_LABELS = re.compile(r'\s*\{\s*"labels"\s*:\s*(\[[^\]]*\])')
-
-
-class AnswerDrafts:
-    """Whole-answer drafts for one record, as `render_target` renders what training teaches:
-    ``{"labels":[...],"vad":<lexicon-weak VAD of the text and labels, two decimals>,
-    "rationale":<the text's lexicon cues>}``.
-
-    Until the model has written its labels the draft assumes the label whose VAD anchor lies
-    nearest the text's lexicon VAD; once the labels are out, the answer for those labels is
-    drafted. Where the output has left the drafted answer (other digits, say), drafting resumes
-    after the latest 3- or 2-token match nearest the same position.
-    """
-
-    def __init__(self, tokenizer, text: str, taxonomy: str) -> None:
-        self.tokenizer, self.text, self.taxonomy = tokenizer, text, taxonomy
-        self.texts = token_texts(tokenizer)
-        self.lexicon = _lexicon()
-        self.labels_seen: list[str] | None = None
-        self.answer: list[int] = []
-        self.index: dict[tuple[int, ...], list[int]] = {}
-        if self.lexicon is not None:
-            self._use(self._ranked()[:1])
-
-    def _ranked(self) -> list[str]:
-        labels = list(taxonomy_labels(self.taxonomy))
-        lex, _ = self.lexicon.text_vad(self.text)
-        if lex is None:
-            return sorted(labels, key=lambda l: l != "neutral")
-        return sorted(labels, key=lambda l: sum((a - b) ** 2 for a, b in zip(VAD_ANCHORS[l], lex)))
-
-    def _use(self, labels: list[str]) -> None:
-        from emoloom.lexicon import rationale_for, weak_vad
-
-        try:
-            vad, _, _ = weak_vad(self.text, labels, self.lexicon)
-            target = render_target(labels, vad.rounded(), rationale_for(self.text, labels, self.lexicon))
-        except ValueError:  # a label without a VAD anchor: nothing to draft
-            self.answer, self.index = [], {}
-            return
-        self.answer = list(self.tokenizer(target, add_special_tokens=False)["input_ids"])
-        self.index = {}
-        for n in (2, 3):
-            for p in range(n, len(self.answer)):
-                self.index.setdefault(tuple(self.answer[p - n:p]), []).append(p)
-
-    def draft(self, gen: list[int], k: int) -> list[int]:
-        if k <= 0 or self.lexicon is None:
-            return []
-        if self.labels_seen is None and gen:
-            m = _LABELS.match("".join(self.texts[t] if t < len(self.texts) else "" for t in gen))
-            if m:
-                try:
-                    labels = [str(x) for x in json.loads(m.group(1))]
-                except ValueError:
-                    labels = []
-                self.labels_seen = labels
-                if labels:
-                    self._use(labels)
-        ans, n = self.answer, len(gen)
-        if not ans:
-            return []
-        if ans[:n] == gen:
-            return ans[n:n + k]
-        for size in (3, 2):
-            at = self.index.get(tuple(gen[-size:])) if n >= size else None
-            if at:
-                p = min(at, key=lambda q: (abs(q - n), -q))
-                return ans[p:p + k]
-        return []
-
-
-def _lexicon():
-    try:
-        from emoloom.lexicon import load_lexicon
-
-        return load_lexicon(None)
-    except Exception:  # noqa: BLE001 - a missing or changed lexicon only costs draft quality
-        return None

@@ -37,6 +37,7 @@ class Forward:
         self.pack = pack if pack is not None else self.device.type == "cpu"
         self.packing: bool | None = None
         self.calls = 0
+        self.positions = 0  # token positions computed, pads included: the compute, whatever the load
 
     def __call__(self, seqs: list[list[int]], need: list[int]):
         """(logits [sum(need), V] of the last `need_i` positions of each sequence, packed?)."""
@@ -66,6 +67,7 @@ class Forward:
 
         ids = ids.to(self.device)
         self.calls += 1
+        self.positions += ids.numel()
         if self.split is not None:
             backbone, head, softcap = self.split
             hidden = backbone(input_ids=ids, use_cache=False, **kwargs).last_hidden_state
@@ -117,11 +119,11 @@ class Forward:
                 g = torch.Generator().manual_seed(0)
                 start = torch.randint(0, self.vocab, (MIN_SHARED + 8,), generator=g).tolist()
                 seqs = [start + torch.randint(0, self.vocab, (n,), generator=g).tolist() for n in (37, 50, 41)]
-                need, calls = [4, 9, 1], self.calls
+                need, calls, positions = [4, 9, 1], self.calls, self.positions
                 padded = self.padded(seqs, need)
                 try:
                     self.packing = same_logits(padded, self.packed(seqs, need, shared_prefix_groups(seqs, need)))
                 except RuntimeError:
                     pass
-                self.calls = calls
+                self.calls, self.positions = calls, positions
         return self.packing

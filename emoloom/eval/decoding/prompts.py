@@ -19,8 +19,6 @@ class PreparedPrompt:
     text: str  # the exact prompt string fed to the tokenizer
     ids: list[int]
     truncated: bool = False
-    # The record the prompt was rendered from (its text feeds answer drafts, never the output).
-    record: Record | None = None
 
     @property
     def sha256(self) -> str:
@@ -54,13 +52,13 @@ def prepare_prompt(record: Record, tokenizer, max_tokens: int) -> PreparedPrompt
     """The prompt of `record` in at most `max_tokens` tokens (see the module doc on truncation)."""
     text, ids = _render(tokenizer, record)
     if len(ids) <= max_tokens:
-        return PreparedPrompt(text, ids, record=record)
+        return PreparedPrompt(text, ids)
     rec = record
     while rec.context:  # oldest turns go first: they matter least for the last turn's emotion
         rec = rec.model_copy(update={"context": rec.context[1:]})
         text, ids = _render(tokenizer, rec)
         if len(ids) <= max_tokens:
-            return PreparedPrompt(text, ids, truncated=True, record=record)
+            return PreparedPrompt(text, ids, truncated=True)
     _, fixed = _render(tokenizer, rec.model_copy(update={"text": ""}))
     text_ids = tokenizer(rec.text, add_special_tokens=False)["input_ids"]
     avail = min(len(text_ids), max_tokens - len(fixed))
@@ -70,9 +68,9 @@ def prepare_prompt(record: Record, tokenizer, max_tokens: int) -> PreparedPrompt
         kept = tokenizer.decode(text_ids[-avail:], skip_special_tokens=True).lstrip("\ufffd")
         text, ids = _render(tokenizer, rec.model_copy(update={"text": kept}))
         if len(ids) <= max_tokens:
-            return PreparedPrompt(text, ids, truncated=True, record=record)
+            return PreparedPrompt(text, ids, truncated=True)
         avail -= len(ids) - max_tokens
     # Not even the instruction fits: keep the prompt's tail, where the answer cue is.
     text, ids = _render(tokenizer, rec.model_copy(update={"text": ""}))
     ids = ids[-max_tokens:] if max_tokens > 0 else []
-    return PreparedPrompt(tokenizer.decode(ids), ids, truncated=True, record=record)
+    return PreparedPrompt(tokenizer.decode(ids), ids, truncated=True)
