@@ -225,7 +225,8 @@ class Decoder:
             if packed:
                 # Packed logits are only trusted to PACK_TOLERANCE x max|logit|: either of two
                 # logits may move that much, so a gap under twice that is recomputed padded.
-                limit = 2 * PACK_TOLERANCE * float(logits.abs().max())
+                low, high = logits.aminmax()
+                limit = 2 * PACK_TOLERANCE * max(float(high), -float(low))  # x max|logit|, as the self-check
                 redo = [i for i, p in enumerate(plans) if any(g <= limit for g in p.gaps)]
                 if redo:
                     self.pack_fallbacks += len(redo)

@@ -74,8 +74,8 @@ class SkeletonDrafter:
         # Most frequent next token per context, and its share.
         self.base = {ctx: _best(c) for ctx, c in counts.items()}
         self._counts = counts
-        texts = token_texts(tokenizer)
-        self.norm = lambda t: texts[t].casefold() if 0 <= t < len(texts) else ""
+        folded = [t.casefold() for t in token_texts(tokenizer)]
+        self.norm = lambda t: folded[t] if 0 <= t < len(folded) else ""
 
     def session(self) -> "DraftSession":
         return DraftSession(self)
@@ -112,27 +112,37 @@ class DraftSession:
     def __init__(self, drafter: SkeletonDrafter) -> None:
         self.d = drafter
         self.history: dict[tuple[int, ...], dict[int, int]] = {}
+        self.best: dict[tuple[int, ...], tuple[int, float]] = {}  # merged counts' best, until they change
 
     def observe(self, answer: list[int], new: int | None = None) -> None:
         """Count the last `new` tokens of a row's answer so far (all of it by default): rows still
         in flight feed the drafts of the rows behind them, which pays most when outputs repeat."""
+        seq = [_START] + list(answer)
         start = 1 + len(answer) - (len(answer) if new is None else new)
-        _count(self.history, [_START] + list(answer), self.d.order, HISTORY_WEIGHT, start)
+        for pos in range(max(1, start), len(seq)):
+            tok = seq[pos]
+            for n in range(1, min(self.d.order, pos) + 1):
+                ctx = tuple(seq[pos - n:pos])
+                nxt = self.history.setdefault(ctx, {})
+                nxt[tok] = nxt.get(tok, 0) + HISTORY_WEIGHT
+                self.best.pop(ctx, None)
 
     def _next(self, seq: list[int]) -> int | None:
         for n in range(len(seq), 0, -1):
             ctx = tuple(seq[-n:])
-            hist = self.history.get(ctx)
-            if hist is None:
-                base = self.d.base.get(ctx)
-                if base is None:
-                    continue
-                tok, share = base
-            else:
-                merged = dict(self.d._counts.get(ctx, {}))
-                for t, c in hist.items():
-                    merged[t] = merged.get(t, 0) + c
-                tok, share = _best(merged)
+            best = self.best.get(ctx)
+            if best is None:
+                hist = self.history.get(ctx)
+                if hist is None:
+                    best = self.d.base.get(ctx)
+                    if best is None:
+                        continue
+                else:
+                    merged = dict(self.d._counts.get(ctx, {}))
+                    for t, c in hist.items():
+                        merged[t] = merged.get(t, 0) + c
+                    best = self.best[ctx] = _best(merged)
+            tok, share = best
             return tok if share >= self.d.min_share else None
         return None
 
