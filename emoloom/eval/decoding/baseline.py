@@ -43,5 +43,6 @@ def hf_generate_cached(model, tokenizer, prompts: Sequence[PreparedPrompt], max_
                     row.forwards += 1
                     if row.stop:
                         break
-                out[i] = Generation(row.gen, decode_text(tokenizer, row.gen), row.stop or "max_new_tokens", row.forwards)
+                out[i] = Generation(row.gen, decode_text(tokenizer, row.gen), row.stop or "max_new_tokens",
+                                    row.forwards)
     return [out[i] for i in range(len(prompts))]

@@ -10,9 +10,9 @@ evaluation does, and stops a row at the first of EOS, the JSON object closing (`
 ``fast``        the same greedy tokens, faster: length-sorted continuous batching (finished rows
                 leave the batch and waiting rows join), draft-and-verify (`drafting`: the contract
                 skeleton, this run's answers, quotes of the prompt), and on CPU rows sharing a
-                prompt start packed into one sequence
-                (`packing`). A step whose top-2 logit gap is within packing's tolerance is
-                recomputed padded, so packing never changes a token.
+                prompt start packed into one sequence (`packing`). A step whose top-2 logit gap
+                is within packing's tolerance is recomputed padded, so packing cannot flip a
+                greedy choice.
 ``constrained`` greedy under a logits mask from `fsm.SkeletonFSM`: labels from the taxonomy,
                 VAD as two-decimal numbers in [0, 1], one-line rationale, closure within
                 `max_new_tokens` guaranteed, so ParseOK is 100% by construction. Same drafting.
