@@ -62,6 +62,8 @@ def test_checkpoint_generation_settings_are_ignored(opinionated):
     path, prompts, plain = opinionated
     c = testing.loaded(str(path))
     ref_dec = Decoder(c.model, c.tokenizer, "reference", max_new_tokens=MAX_NEW)
+    plain_model = testing.loaded("tiny-qwen2")
+    assert Decoder(plain_model.model, plain_model.tokenizer, "reference").ignored_settings == {}  # nothing to report
     assert set(ref_dec.ignored_settings) >= {"do_sample", "temperature", "top_k", "repetition_penalty",
                                              "no_repeat_ngram_size", "suppress_tokens", "bad_words_ids",
                                              "min_new_tokens"}

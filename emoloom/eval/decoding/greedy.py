@@ -18,7 +18,9 @@ __all__ = ["SPECIAL_IDS", "ignored_settings", "pure_greedy", "near_tie_limit", "
 
 # The only fields taken from the checkpoint: which ids end a row and which pad it.
 SPECIAL_IDS = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
-_NOT_SETTINGS = {"transformers_version", "_from_model_config"}
+# What generate returns or how it caches, not which tokens it picks.
+_NOT_SETTINGS = {"transformers_version", "return_dict_in_generate", "use_cache", "cache_implementation",
+                 "cache_config", "compile_config", "disable_compile"}
 
 
 def ignored_settings(model) -> dict:
@@ -30,7 +32,7 @@ def ignored_settings(model) -> dict:
     neutral = gc._get_default_generation_params()
     out = {}
     for key, value in sorted(gc.to_diff_dict().items()):
-        if key in SPECIAL_IDS or key in _NOT_SETTINGS or key.startswith("_"):
+        if key in SPECIAL_IDS or key in _NOT_SETTINGS or key.startswith(("_", "output_")) or value is None:
             continue
         if key in neutral and neutral[key] == value:
             continue
