@@ -188,6 +188,7 @@ def audit(cfg, space, exp_dir: Path, options, *, screen_wall_s: float | None = N
     run; returns what it wrote to fidelity.json (plus `paragraph`, the verdict)."""
     import yaml
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from emoloom.journal import JOURNAL, RunJournal
     from emoloom.report import journal_views, rank_rows
@@ -253,7 +254,8 @@ def audit(cfg, space, exp_dir: Path, options, *, screen_wall_s: float | None = N
             tune_config=tune.TuneConfig(num_samples=1, reuse_actors=False, trial_dirname_creator=trial_dirname,
                                         max_concurrent_trials=options.max_concurrent or space.max_concurrent),
             run_config=tune.RunConfig(name=name, storage_path=str(audit_dir),
-                                      failure_config=tune.FailureConfig(max_failures=0), verbose=1))
+                                      failure_config=tune.FailureConfig(max_failures=0),
+                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback()], verbose=1))
     grid = tuner.fit()
     reconcile(ctx, grid)
     pending = replay(audit_dir / "trials")
