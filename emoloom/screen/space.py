@@ -91,7 +91,9 @@ class Asha(StrictModel):
     reduction_factor: float = Field(2, gt=1)
     # What ASHA compares at a rung (emoloom/screen/signals.py); every signal is logged per epoch
     # whatever the choice, so `python -m emoloom fidelity` can compare them on the same trials.
-    signal: str = "decoded"
+    # nll by evidence: bench/fidelity.py found the decoded value on the epoch rows no better than
+    # random stops at the first rung, the label NLL well above it (README: fidelity).
+    signal: str = "nll"
 
     @field_validator("signal")
     @classmethod
