@@ -15,7 +15,9 @@ max_new_tokens):
              start-up and model loading are excluded (reported separately)
 
 Columns: examples/s, forward passes per example (for hf_cache: cached forwards), share of raw
-outputs identical to the reference, speed ratio to reference and to hf_cache, and the 1-minute
+outputs identical to the reference, speed ratio to reference and to hf_cache, examples per CPU
+second of this process and its ratios to reference and hf_cache (moves far less with other processes' load than
+wall time; not for the pool row, whose work runs in the actors), and the 1-minute
 load average before/after the kept (best) round of the row. Every row runs --repeats rounds
 (default 3, decoders interleaved) and keeps its best; a warning is printed when the load
 average exceeded 0.5 per core during a row: such timings say more about the machine than the
@@ -62,6 +64,14 @@ def timed(fn):
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
+
+
+def timed_cpu(fn):
+    """(result, wall seconds, CPU seconds of this process): on a shared machine the CPU time
+    moves far less with other processes' load than the wall time does."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 def machine() -> str:
@@ -121,13 +131,14 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
             runs["pool"] = lambda: pool.run(records, shard_size=args.shard_size, max_new_tokens=max_new)
         # Rounds of every decoder in turn, best time kept: a shared machine's slow spells then
         # hit all rows alike instead of whichever row ran during one.
-        outputs, best, loads = {}, {}, {}
+        outputs, best, best_cpu, loads = {}, {}, {}, {}
         for _ in range(args.repeats):
             for name, run in runs.items():
                 before = load1()
-                gens, secs = timed(run)
+                gens, secs, cpu = timed_cpu(run)
                 after = load1()
                 outputs.setdefault(name, gens)
+                best_cpu[name] = min(cpu, best_cpu.get(name, cpu))
                 if secs <= best.get(name, secs):
                     best[name], loads[name] = secs, (before, after)
                 if max(before, after) > 0.5 * (os.cpu_count() or 1):
@@ -136,6 +147,8 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
         log(f"[{label}] max_new_tokens={max_new}: fast decoder packed rows: {bool(fast_dec._packing)}")
         ref = outputs["reference"]
         results = [(name, outputs[name], best[name]) for name in runs]
+        if pool is not None:
+            best_cpu.pop("pool", None)  # the actors' CPU time is not this process's
         ref_raw = [g.raw for g in ref]
         for name, gens, secs in results:
             raws = [g.raw if hasattr(g, "raw") else g["raw"] for g in gens]
@@ -143,6 +156,7 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
             rows.append({
                 "variant": label, "name": name, "max_new_tokens": max_new,
                 "examples_per_s": len(records) / secs, "seconds": secs,
+                "examples_per_cpu_s": len(records) / best_cpu[name] if name in best_cpu else None,
                 "forwards_per_example": sum(fw) / len(fw),
                 "identical_rate": sum(a == b for a, b in zip(raws, ref_raw)) / len(raws),
                 "near_ties": sum(getattr(g, "near_ties", 0) if hasattr(g, "raw") else g.get("near_ties", 0)
@@ -159,20 +173,29 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
                         if x["variant"] == label and x["max_new_tokens"] == max_new}
                 r["vs_reference"] = r["examples_per_s"] / base["reference"]
                 r["vs_hf_cache"] = r["examples_per_s"] / base["hf_cache"]
+                cpu = {x["name"]: x["examples_per_cpu_s"] for x in rows
+                       if x["variant"] == label and x["max_new_tokens"] == max_new}
+                r["cpu_vs_reference"] = r["examples_per_cpu_s"] / cpu["reference"] if r["examples_per_cpu_s"] else None
+                r["cpu_vs_hf_cache"] = r["examples_per_cpu_s"] / cpu["hf_cache"] if r["examples_per_cpu_s"] else None
     if pool is not None:
         pool.close()
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'variant':<8} {'decoder':<13} {'max_new':>7} {'ex/s':>8} {'fwd/ex':>7} {'identical':>9} "
-            f"{'x ref':>7} {'x hf_cache':>10} {'near_ties':>9} {'load before/after':>17}")
+    head = (f"{'variant':<8} {'decoder':<11} {'max_new':>7} {'ex/s':>8} {'fwd/ex':>7} {'identical':>9} "
+            f"{'x ref':>7} {'x hf_cache':>10} {'ex/cpu-s':>9} {'cpu x ref':>9} {'cpu x hf':>8} {'near_ties':>9} "
+            f"{'load before/after':>17}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['variant']:<8} {r['name']:<13} {r['max_new_tokens']:>7} {r['examples_per_s']:>8.2f} "
+        cpu = r.get("examples_per_cpu_s")
+        cpu_txt = (f"{cpu:>9.2f} {r['cpu_vs_reference']:>9.2f} {r['cpu_vs_hf_cache']:>8.2f}" if cpu
+                   else f"{'-':>9} {'-':>9} {'-':>8}")
+        print(f"{r['variant']:<8} {r['name']:<11} {r['max_new_tokens']:>7} {r['examples_per_s']:>8.2f} "
               f"{r['forwards_per_example']:>7.1f} {r['identical_rate']:>9.1%} {r['vs_reference']:>7.2f} "
-              f"{r['vs_hf_cache']:>10.2f} {r['near_ties']:>9} {r['load_before']:>8.2f}/{r['load_after']:<8.2f}")
+              f"{r['vs_hf_cache']:>10.2f} {cpu_txt} {r['near_ties']:>9} "
+              f"{r['load_before']:>8.2f}/{r['load_after']:<8.2f}")
 
 
 def main(argv=None) -> int:
