@@ -27,8 +27,9 @@ def screen_hash(cfg: ScreenConfig, space: SearchSpace) -> str:
         cfg: dict
         space: dict
 
-    where_and_after = {"ray", "cluster", "mlflow", "storage", "resources", "fidelity"}
-    ident = _Identity(cfg=cfg.model_dump(mode="json", exclude=where_and_after),
+    # where it runs and logs, and the audit after it: none of them changes the screen's results
+    elsewhere = {"ray", "cluster", "mlflow", "storage", "resources", "fidelity"}
+    ident = _Identity(cfg=cfg.model_dump(mode="json", exclude=elsewhere),
                       space=space.model_dump(mode="json"))
     return config_hash(ident)
 

@@ -31,7 +31,7 @@ class TrialContext:
     mode: str = "max"
     trials_dir: str = "runs/trials"
     sets: dict = field(default_factory=dict)  # EvaluationSets.to_json(): the rows every trial is scored on
-    rung_signal: str = "decoded"  # what ASHA compares (screen/signals.py); all are logged
+    rung_signal: str = "nll"  # what ASHA compares: the space's asha.signal (screen/signals.py); all are logged
     role: str = "trial"  # the runs' emoloom.role: "trial", or "fidelity" for an audit's retraining
     epoch_decode: bool = True  # decode the epoch sample after every epoch (audits skip it: no ASHA)
     # Fidelity audits only: {screen trial id: {"train": its training config, "budget": overrides,
