@@ -9,7 +9,8 @@ Strategies, each written with the library a user would reach for, around one tra
 
 * `optuna_tpe`: `optuna.create_study(TPESampler).optimize(...)`, every trial at the full budget;
 * `optuna_tpe_hyperband`: the same with optuna's `HyperbandPruner` over epochs (intermediate value:
-  the decoded objective on the screen's per-epoch rows, what our ASHA compares by default);
+  the decoded objective on the screen's per-epoch rows, what a user would compare; our screen's
+  ASHA compares its own default rung signal);
 * `random_halving`: optuna's `RandomSampler` with its `SuccessiveHalvingPruner`;
 * `grid`: optuna's `GridSampler` over base model x learning rate (other values at the baseline);
 * `emoloom`: `python -m emoloom.screen` with its defaults (Ray Tune + Optuna TPE + ASHA, MLflow,
