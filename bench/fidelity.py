@@ -45,7 +45,9 @@ num_trials: {n}
 max_concurrent: 2
 seed: {seed}
 sampler: random
-asha: {{enabled: false, max_t: {epochs}, grace_period: 1, reduction_factor: 2}}
+# ASHA off: every candidate reports every rung. `signal` only names what ASHA would compare; kept
+# as the study ran (part of the screen's hash), so a rerun resumes the same screens and audits.
+asha: {{enabled: false, max_t: {epochs}, grace_period: 1, reduction_factor: 2, signal: decoded}}
 fixed: {{epochs: {epochs}, steps_per_epoch: {steps}, data.synthetic_size: 300, data.dev_size: 32}}
 params:
   model.name: {{type: categorical, choices: [tiny-qwen2, tiny-llama]}}
