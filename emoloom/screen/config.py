@@ -30,7 +30,7 @@ class EvalOptions(StrictModel):
     # KV-off evaluation cost grows with rows: screen on a sample (None: every dev row). Bounded
     # below because the trial slices with it: -1 would silently drop the last row.
     dev_limit: int | None = Field(100, ge=1)
-    epoch_limit: int = Field(32, ge=1)  # dev rows decoded after every epoch (what ASHA compares)
+    epoch_limit: int = Field(32, ge=1)  # dev rows decoded after every epoch (the `decoded` rung signal)
     cross_corpus: list[DataSource] = Field(default_factory=list)
 
 
