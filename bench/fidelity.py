@@ -55,7 +55,8 @@ params:
   loss.vad_preserve: {{type: float, low: 0.0, high: 0.5}}
 """
 
-GOEMOTIONS = ["train.data.sources=[{corpus: goemotions, source: ${EMOLOOM_DATA:-../shared/data}/goemotions, "
+# the source quoted: unquoted, `${...}` would open a YAML flow mapping inside the list
+GOEMOTIONS = ["train.data.sources=[{corpus: goemotions, source: '${EMOLOOM_DATA:-../shared/data}/goemotions', "
               "split: train, dev_split: dev, pool: A, limit: 3000}]",
               "eval.cross_corpus=[]"]
 
