@@ -173,8 +173,9 @@ def test_sigkill_of_the_driver_then_resume_keeps_finished_trials(tmp_path):
         while time.time() < deadline and driver.poll() is None:
             time.sleep(0.5)
             states = journal_states(tmp_path)
+            # (in flight: not past its first epoch, so it cannot finish in the moment before the kill)
             if (any(s["view"]["status"] == "FINISHED" for s in states)
-                    and any(s["view"]["status"] == "RUNNING" and s["run_id"]
+                    and any(s["view"]["status"] == "RUNNING" and s["run_id"] and s["view"]["metrics"].get("epoch", 0) < 2
                             and any(op["op"] == "params" and op["done"] for op in s["ops"]) for s in states)):
                 break
         else:
