@@ -4,8 +4,8 @@ What the test adds to the README's block, and why:
 * `ray start` gets free ports and a temp dir of its own, so it never meets another Ray on the
   machine (a user's cluster, the suite's own), and runs in a session of its own, so the test can
   stop exactly that cluster: the README's `ray stop` would stop every Ray of this user.
-* `ray job submit` gets `RAY_ADDRESS` (the dashboard's free port) and two overrides that make the
-  embedded default screen smaller (2 trials); the line itself is the README's.
+* `ray job submit` gets `RAY_ADDRESS` (the dashboard's free port) and three overrides that make the
+  embedded default screen smaller (2 trials of 20 steps an epoch); the line itself is the README's.
 * HOME is a temporary folder, so `ray get-auth-token --generate` writes a token of its own.
 """
 import os
@@ -23,7 +23,7 @@ import pytest
 from emoloom import tracking
 from conftest import REPO, _free_port
 
-SMALLER = "space.num_trials=2 space.max_concurrent=2"
+SMALLER = "space.num_trials=2 space.max_concurrent=2 space.fixed.steps_per_epoch=20"
 
 
 def readme_block(marker: str) -> list[str]:
