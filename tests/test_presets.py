@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from emoloom.config import ConfigError
-from emoloom.screen.presets import PRESETS_DIR, expand, presets
+from emoloom.paths import expand
+from emoloom.screen.presets import PRESETS_DIR, presets
 
 
 def dry_run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from emoloom.config import ConfigError, did_you_mean, explain, parse_override
-from emoloom.paths import absolute_path, expand, train_paths  # noqa: F401 - expand: part of this surface
+from emoloom.paths import absolute_path, train_paths
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "screens"
 
