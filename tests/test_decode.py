@@ -5,12 +5,15 @@ import os
 import tempfile
 
 import pytest
+import torch
 
 os.environ.setdefault("EMOLOOM_CACHE", tempfile.mkdtemp(prefix="emoloom-test-cache-"))
 
 from emoloom.contract import Record, parse_output, render_target  # noqa: E402
 from emoloom.eval import testing  # noqa: E402
-from emoloom.eval.decoding import Decoder, JsonCloseScanner, SkeletonDrafter, shared_prefix_groups  # noqa: E402
+from emoloom.eval.decoding import (Decoder, Forward, JsonCloseScanner, SkeletonDrafter, shared_prefix_groups,  # noqa: E402
+                                   slot_blocks)
+from emoloom.eval.decoding.packing import same_logits  # noqa: E402
 from emoloom.labels import taxonomy  # noqa: E402
 
 
@@ -111,6 +114,27 @@ def test_shared_prefix_groups():
     # The wanted positions stay in each row's own part: the start shrinks to leave them out.
     assert shared_prefix_groups([a, b], need=[4, 3], min_shared=16) == [(30, [0, 1])]
     assert shared_prefix_groups([a, b], need=[20, 3], min_shared=16) == [(0, [0]), (0, [1])]
+
+
+def test_slot_blocks_cut_rows_of_unlike_length_apart():
+    # Two long rows and five short ones: one slot size for all would pad the short ones by 60.
+    lengths = [80, 12, 11, 79, 10, 12, 9]
+    blocks = slot_blocks(lengths, block_cost=24)
+    assert sorted(i for b in blocks for i in b) == list(range(7))  # every row once
+    assert [sorted(b) for b in blocks] == [[0, 3], [1, 2, 4, 5, 6]]
+    assert slot_blocks([20, 19, 21], block_cost=24) == [[2, 0, 1]]  # alike: one block, longest first
+
+
+def test_packed_blocks_give_the_padded_batch_logits():
+    c = testing.loaded("tiny-qwen2")
+    fwd = Forward(c.model, pad_id=0, vocab=c.model.config.vocab_size, pack=True)
+    start = list(range(5, 45))
+    seqs = [start + [100 + i] * n for i, n in enumerate((90, 3, 88, 5, 4))]
+    need = [3, 1, 2, 4, 1]
+    groups = shared_prefix_groups(seqs, need)
+    assert groups == [(40, [0, 1, 2, 3, 4])] and len(slot_blocks([len(s) - 40 for s in seqs])) == 2
+    with torch.inference_mode():
+        assert same_logits(fwd.padded(seqs, need), fwd.packed(seqs, need, groups))
 
 
 def test_constrained_parse_ok_on_random_model():

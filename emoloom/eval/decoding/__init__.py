@@ -19,7 +19,7 @@ from .decoders import (DECODERS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, MAX
 from .drafting import DraftSession, SkeletonDrafter, prompt_index
 from .forward import Forward
 from .greedy import ignored_settings, pure_greedy
-from .packing import MIN_SHARED, PackPlan, packed_attention, shared_prefix_groups
+from .packing import MIN_SHARED, PackPlan, packed_attention, shared_prefix_groups, slot_blocks
 from .prompts import PreparedPrompt, encode_prompt, model_window, prepare_prompt
 from .stop import JsonCloseScanner, JsonStoppingCriteria
 from .tokens import decode_text, per_tokenizer, token_texts
@@ -29,5 +29,5 @@ __all__ = [
     "Forward", "Generation", "JsonCloseScanner", "JsonStoppingCriteria", "PackPlan", "PreparedPrompt",
     "SkeletonDrafter", "check_budget", "decode_text", "encode_prompt", "hf_generate_cached", "ignored_settings",
     "model_window", "packed_attention", "per_tokenizer", "prepare_prompt", "prompt_index", "pure_greedy",
-    "shared_prefix_groups", "token_texts",
+    "shared_prefix_groups", "slot_blocks", "token_texts",
 ]

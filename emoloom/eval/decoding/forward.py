@@ -7,7 +7,7 @@ are right-padded into a batch, or packed into one sequence where they share a pr
 from __future__ import annotations
 
 from .packing import (MIN_SHARED, PACK_KWARG, PackPlan, packed_attention_on, same_logits, shared_prefix_groups,
-                      supports_packing)
+                      slot_blocks, supports_packing)
 
 __all__ = ["Forward", "backbone_and_head"]
 
@@ -80,8 +80,9 @@ class Forward:
 
     def packed(self, seqs: list[list[int]], need: list[int], groups):
         """One packed sequence: per group its shared start once, then one slot per member holding
-        the member's remaining tokens (right-padded to the group's longest), with the position
-        ids they have in the member's own sequence. `packed_attention` keeps rows apart."""
+        the member's remaining tokens (right-padded to the longest of its block: `slot_blocks`),
+        with the position ids they have in the member's own sequence. `packed_attention` keeps
+        rows apart."""
         import torch
 
         ids: list[int] = []
@@ -89,16 +90,21 @@ class Forward:
         layout, ends = [], [0] * len(seqs)
         pad = self.pad_id
         for shared, members in groups:
-            start, slot = len(ids), max(len(seqs[i]) - shared for i in members)
+            start = len(ids)
             ids += seqs[members[0]][:shared]
             position += range(shared)
-            for i in members:
-                own = seqs[i][shared:]
-                ends[i] = len(ids) + len(own)
-                ids += own
-                ids += [pad] * (slot - len(own))
-                position += range(shared, shared + slot)
-            layout.append((start, shared, len(members), slot))
+            blocks = []
+            for block in slot_blocks([len(seqs[i]) - shared for i in members]):
+                block = [members[b] for b in block]
+                slot = max(len(seqs[i]) - shared for i in block)
+                for i in block:
+                    own = seqs[i][shared:]
+                    ends[i] = len(ids) + len(own)
+                    ids += own
+                    ids += [pad] * (slot - len(own))
+                    position += range(shared, shared + slot)
+                blocks.append((len(block), slot))
+            layout.append((start, shared, blocks))
         plan = PackPlan.build(layout, self.device)
         cols = [c for i, n in enumerate(need) for c in range(ends[i] - n, ends[i])]
         with packed_attention_on(self.model):
