@@ -134,6 +134,7 @@ def test_packed_blocks_give_the_padded_batch_logits():
     groups = shared_prefix_groups(seqs, need)
     assert groups == [(40, [0, 1, 2, 3, 4])] and len(slot_blocks([len(s) - 40 for s in seqs])) == 2
     with torch.inference_mode():
+        assert fwd.packing_ok()  # registers the packed attention, as every decoder's first packed forward does
         assert same_logits(fwd.padded(seqs, need), fwd.packed(seqs, need, groups))
 
 
