@@ -70,6 +70,12 @@ def test_fast_equals_reference_trained(trained):
     assert len(closed) >= 4, [g.raw for g in fast]
     # Skeleton drafts were accepted: fewer forwards than generated tokens.
     assert sum(g.forwards for g in fast) < 0.7 * sum(len(g.tokens) for g in fast)
+    # ... and side branches picked up tokens: the same tokens in fewer forwards than without them.
+    assert dec.branch_tokens > 0
+    plain = Decoder(trained.model, trained.tokenizer, "fast", max_new_tokens=64, batch_size=8, branches=0)
+    without = plain.generate(plain.prepare(recs))
+    assert [g.tokens for g in without] == [g.tokens for g in ref] and plain.branch_tokens == 0
+    assert sum(g.forwards for g in fast) < sum(g.forwards for g in without)
     assert all(g.forwards == len(g.tokens) for g in ref)
     assert sum(parse_output(g.raw, "goemotions").parse_ok for g in fast) >= 3
 
@@ -136,6 +142,28 @@ def test_packed_blocks_give_the_padded_batch_logits():
     with torch.inference_mode():
         assert fwd.packing_ok()  # registers the packed attention, as every decoder's first packed forward does
         assert same_logits(fwd.padded(seqs, need), fwd.packed(seqs, need, groups))
+
+
+def test_a_branch_token_sees_the_row_up_to_its_depth_and_itself():
+    c = testing.loaded("tiny-qwen2")
+    fwd = Forward(c.model, pad_id=0, vocab=c.model.config.vocab_size, pack=True)
+    start = list(range(5, 45))
+    seqs = [start + [100 + i] * n for i, n in enumerate((30, 6, 12))]
+    need = [4, 1, 3]  # drafts of 3, 0 and 2 tokens at the end of each row
+    branches = [[(0, 7), (0, 8), (2, 9), (3, 10)], [(0, 11)], []]
+    with torch.inference_mode():
+        assert fwd.packing_ok()
+        logits, packed = fwd(seqs, need, branches)
+        assert packed and logits.shape[0] == sum(need) + 5
+        # Alone, each branch is its row cut before the branch's depth, plus the branch token.
+        alone = [seqs[0][:len(seqs[0]) - 3 + d] + [t] for d, t in branches[0]] + [seqs[1] + [11]]
+        expected = fwd.padded(alone, [1] * len(alone))
+    got = torch.cat([logits[4:8], logits[9:10]])
+    assert same_logits(expected, got)
+    # A padded forward (no shared start to pack) leaves the branches out.
+    with torch.inference_mode():
+        logits, packed = fwd([[1, 2, 3], [4, 5]], [1, 1], [[(0, 6)], []])
+    assert not packed and logits.shape[0] == 2
 
 
 def test_constrained_parse_ok_on_random_model():

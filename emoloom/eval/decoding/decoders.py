@@ -41,13 +41,16 @@ from .prompts import PreparedPrompt, model_window, prepare_prompt
 from .stop import JsonCloseScanner, JsonStoppingCriteria
 from .tokens import decode_text, per_tokenizer, token_texts
 
-__all__ = ["DECODERS", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE", "MAX_DRAFT", "Generation", "Decoder",
+__all__ = ["DECODERS", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE", "MAX_DRAFT", "MAX_BRANCHES", "Generation", "Decoder",
            "check_budget"]
 
 DECODERS = ("reference", "fast", "constrained", "score")
 DEFAULT_MAX_NEW_TOKENS = 96
 DEFAULT_BATCH_SIZE = 16  # rows per forward; packing makes wide batches cheap on CPU too
 MAX_DRAFT = 16  # longest skeleton draft per step: KV-off, a few more tokens in a forward cost little
+# Side branches per row and forward (packed forwards only): a token each, about 1% of a row's
+# forward; one in two picks up a token (bench/eval_speed.py --branches).
+MAX_BRANCHES = 16
 
 
 @dataclass
@@ -83,6 +86,7 @@ class _Plan:
     gaps: list[float]  # top-2 logit gap of each choice
     tops: list[float]  # |top-1 logit| of each choice
     states: list | None = None  # constrained: the FSM state after each token
+    branch: bool = False  # the last token came from a side branch
 
 
 class Decoder:
@@ -90,7 +94,8 @@ class Decoder:
 
     def __init__(self, model, tokenizer, mode: str = "fast", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  batch_size: int = DEFAULT_BATCH_SIZE, max_draft: int = MAX_DRAFT, draft: bool = True,
-                 max_labels: int = 3, max_rationale_chars: int = 80, pack: bool | None = None) -> None:
+                 max_labels: int = 3, max_rationale_chars: int = 80, pack: bool | None = None,
+                 branches: int = MAX_BRANCHES) -> None:
         if mode not in DECODERS:
             raise ValueError(f"unknown decoder {mode!r}; choose one of {', '.join(DECODERS)}")
         if max_new_tokens < 1:
@@ -98,6 +103,8 @@ class Decoder:
         self.model, self.tokenizer, self.mode = model, tokenizer, mode
         self.max_new_tokens, self.batch_size = max_new_tokens, max(1, batch_size)
         self.max_draft = max_draft if draft else 0
+        # Branches ride on packed forwards of the plain greedy decoder only.
+        self.max_branches = branches if draft and mode == "fast" else 0
         self.max_labels, self.max_rationale_chars = max_labels, max_rationale_chars
         self.texts = token_texts(tokenizer)
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -112,6 +119,7 @@ class Decoder:
         self.fwd = Forward(model, self.pad_id, vocab, pack)
         self.tie_eps = near_tie_limit(self.fwd.dtype)
         self.pack_fallbacks = 0  # packed steps recomputed padded because of a close call
+        self.branch_tokens = 0  # tokens taken from side branches
         self._fsms: dict[str, object] = {}
 
     # -- what tests and benches read ------------------------------------------------------
@@ -217,11 +225,11 @@ class Decoder:
                 if drafter:
                     row.lookup = prompt_index(row.prompt, drafter.norm)
                 active.append(row)
-            drafts = [self._draft(r, drafter) for r in active]
+            drafts, alts = zip(*(self._draft(r, drafter) for r in active))
             seqs = [r.prompt + r.gen + d for r, d in zip(active, drafts)]
             need = [len(d) + 1 for d in drafts]
-            logits, packed = self.fwd(seqs, need)
-            plans = self._plans(active, drafts, logits)
+            logits, packed = self.fwd(seqs, need, alts)
+            plans = self._plans(active, drafts, logits, alts if packed else None)
             if packed:
                 # Packed logits are only trusted to PACK_TOLERANCE x max|logit|: either of two
                 # logits may move that much, so a gap under twice that is recomputed padded.
@@ -230,7 +238,7 @@ class Decoder:
                 redo = [i for i, p in enumerate(plans) if any(g <= limit for g in p.gaps)]
                 if redo:
                     self.pack_fallbacks += len(redo)
-                    again = self.fwd.padded([seqs[i] for i in redo], [need[i] for i in redo])
+                    again = self.fwd.padded([seqs[i] for i in redo], [need[i] for i in redo])  # no branches
                     for i, p in zip(redo, self._plans([active[i] for i in redo], [drafts[i] for i in redo], again)):
                         plans[i] = p
             for r, plan in zip(active, plans):
@@ -241,6 +249,7 @@ class Decoder:
                         r.fsm_state = plan.states[j]
                     r.near_ties += self._near_tie(plan.gaps[j], plan.tops[j])
                     self._push(r, tok)
+                    self.branch_tokens += plan.branch and j == len(plan.tokens) - 1
                     if r.stop:
                         break
                 if drafter:
@@ -251,14 +260,18 @@ class Decoder:
                 if progress:
                     progress(len(done))
 
-    def _draft(self, r: _Row, drafter) -> list[int]:
+    def _draft(self, r: _Row, drafter) -> tuple[list[int], list[tuple[int, int]]]:
+        """(draft, side branches) for a row's next forward."""
         if drafter is None:
-            return []
-        return drafter.draft(r.gen, min(self.max_draft, self.max_new_tokens - len(r.gen) - 1), r.lookup, r.prompt)
+            return [], []
+        k = min(self.max_draft, self.max_new_tokens - len(r.gen) - 1)
+        return drafter.draft_tree(r.gen, k, self.max_branches, r.lookup, r.prompt)
 
-    def _plans(self, rows: list[_Row], drafts: list[list[int]], logits) -> list[_Plan]:
+    def _plans(self, rows: list[_Row], drafts: list[list[int]], logits,
+               branches: list[list[tuple[int, int]]] | None = None) -> list[_Plan]:
         """Per row, the tokens its slice of `logits` accepts: greedy (or masked greedy) at each
-        drafted position while the draft agrees, plus the next choice."""
+        drafted position while the draft agrees, plus the next choice, plus - where a side branch
+        at that depth holds that choice - the choice after it, from the branch's own logits."""
         if self.mode in ("constrained", "score"):
             out, at = [], 0
             for r, d in zip(rows, drafts):
@@ -270,12 +283,20 @@ class Decoder:
         gap, top = logit_gaps(logits)
         gap, top = gap.tolist(), top.tolist()
         out, at = [], 0
-        for d in drafts:
+        for i, d in enumerate(drafts):
             n = 0
             while n < len(d) and greedy[at + n] == d[n]:
                 n += 1
-            out.append(_Plan(greedy[at:at + n + 1], gap[at:at + n + 1], top[at:at + n + 1]))
-            at += len(d) + 1
+            plan = _Plan(greedy[at:at + n + 1], gap[at:at + n + 1], top[at:at + n + 1])
+            alt = branches[i] if branches else []
+            if (n, plan.tokens[-1]) in alt:
+                j = at + len(d) + 1 + alt.index((n, plan.tokens[-1]))
+                plan.branch = True
+                plan.tokens.append(greedy[j])
+                plan.gaps.append(gap[j])
+                plan.tops.append(top[j])
+            out.append(plan)
+            at += len(d) + 1 + len(alt)
         return out
 
     def _plan_constrained(self, row: _Row, draft: list[int], logits) -> _Plan:

@@ -20,6 +20,8 @@ __all__ = ["SkeletonDrafter", "DraftSession", "prompt_index", "PROMPT_DRAFT"]
 
 _START = -1  # sentinel "start of the answer" in draft contexts
 HISTORY_WEIGHT = 2  # an answer of this run counts twice a template rendering
+BRANCH_SHARE = 0.95  # a drafted token with less of its context's counts gets side branches
+BRANCH_WIDTH = 4  # side branches at one depth
 
 
 class SkeletonDrafter:
@@ -127,36 +129,66 @@ class DraftSession:
                 nxt[tok] = nxt.get(tok, 0) + HISTORY_WEIGHT
                 self.best.pop(ctx, None)
 
-    def _next(self, seq: list[int]) -> int | None:
+    def _merged(self, ctx: tuple[int, ...]) -> dict[int, int] | None:
+        """Next-token counts of a context: the skeleton's plus this run's."""
+        hist = self.history.get(ctx)
+        if hist is None:
+            return self.d._counts.get(ctx)
+        merged = dict(self.d._counts.get(ctx, {}))
+        for t, c in hist.items():
+            merged[t] = merged.get(t, 0) + c
+        return merged
+
+    def _step(self, seq: list[int]) -> tuple[tuple[int, ...] | None, int | None, float]:
+        """(context, its most frequent next token, that token's share) for the longest known
+        context of `seq`; (None, None, 0.0) when none is known."""
         for n in range(len(seq), 0, -1):
             ctx = tuple(seq[-n:])
             best = self.best.get(ctx)
             if best is None:
-                hist = self.history.get(ctx)
-                if hist is None:
+                if ctx in self.history:
+                    best = self.best[ctx] = _best(self._merged(ctx))
+                else:
                     best = self.d.base.get(ctx)
                     if best is None:
                         continue
-                else:
-                    merged = dict(self.d._counts.get(ctx, {}))
-                    for t, c in hist.items():
-                        merged[t] = merged.get(t, 0) + c
-                    best = self.best[ctx] = _best(merged)
-            tok, share = best
-            return tok if share >= self.d.min_share else None
-        return None
+            return ctx, best[0], best[1]
+        return None, None, 0.0
+
+    def _next(self, seq: list[int]) -> int | None:
+        _, tok, share = self._step(seq)
+        return tok if tok is not None and share >= self.d.min_share else None
 
     def draft(self, gen: list[int], k: int, prompt_index: dict | None = None, prompt: list[int] | None = None) -> list[int]:
+        return self.draft_tree(gen, k, 0, prompt_index, prompt)[0]
+
+    def draft_tree(self, gen: list[int], k: int, width: int = 0, prompt_index: dict | None = None,
+                   prompt: list[int] | None = None) -> tuple[list[int], list[tuple[int, int]]]:
+        """(draft, branches): up to `k` drafted tokens, and at most `width` side branches
+        (depth, token) - a token other than the draft's at that depth. Branches go where the
+        counts are split: beside a drafted token whose share is under `BRANCH_SHARE`, and at
+        the free position where the draft stops (a VAD digit, a label's first token, a rationale
+        word). Greedy fills that position in the same forward anyway; the branch it picks
+        gives the token after it too."""
         if k <= 0:
-            return []
+            return [], []
         seq = ([_START] + gen)[-self.d.order:]
         out: list[int] = []
+        branches: list[tuple[int, int]] = []
         while len(out) < k:
-            nxt = self._next(seq)
-            if nxt is None:
+            ctx, tok, share = self._step(seq)
+            if tok is None:
                 break
-            out.append(nxt)
-            seq = (seq + [nxt])[-self.d.order:]
+            if share < BRANCH_SHARE and len(branches) < width:
+                counts = self._merged(ctx) or {}
+                ranked = sorted(counts, key=lambda t: (-counts[t], t))
+                if share >= self.d.min_share:
+                    ranked = [t for t in ranked if t != tok]  # beside the drafted token
+                branches += [(len(out), t) for t in ranked[:min(BRANCH_WIDTH, width - len(branches))]]
+            if share < self.d.min_share:
+                break
+            out.append(tok)
+            seq = (seq + [tok])[-self.d.order:]
         if not out and prompt_index is not None and prompt is not None and gen:
             keys = [self.norm(t) for t in gen[-2:]]
             at = prompt_index.get(tuple(keys)) if len(keys) == 2 else None
@@ -164,7 +196,8 @@ class DraftSession:
                 at = prompt_index.get((keys[-1],))
             if at is not None:
                 out = prompt[at:at + min(k, PROMPT_DRAFT)]
-        return out
+                branches = [(0, t) for _, t in branches if t != out[0]] if out else branches
+        return out, branches
 
     def norm(self, token: int) -> str:
         return self.d.norm(token)

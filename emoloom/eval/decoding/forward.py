@@ -39,12 +39,16 @@ class Forward:
         self.calls = 0
         self.positions = 0  # token positions computed, pads included: the compute, whatever the load
 
-    def __call__(self, seqs: list[list[int]], need: list[int]):
-        """(logits [sum(need), V] of the last `need_i` positions of each sequence, packed?)."""
+    def __call__(self, seqs: list[list[int]], need: list[int], branches=None):
+        """(logits, packed?): per sequence the logits of its last `need_i` positions, then, packed
+        only, those of each of its side branches `branches_i` [(depth, token)]: a token in place
+        of the one at `depth` among those last `need_i - 1` (depth `need_i - 1`: after the
+        sequence), seeing what comes before that depth and itself - a one-level token tree. A
+        padded forward leaves branches out."""
         if self.pack and len(seqs) > 1:
             groups = shared_prefix_groups(seqs, need)
             if any(shared for shared, _ in groups) and self.packing_ok():
-                return self.packed(seqs, need, groups), True
+                return self.packed(seqs, need, groups, branches), True
         return self.padded(seqs, need), False
 
     def padded(self, seqs: list[list[int]], need: list[int]):
@@ -78,13 +82,15 @@ class Forward:
         # a model without get_decoder/get_output_embeddings: full logits, then gather
         return self.model(input_ids=ids, use_cache=False, **kwargs).logits[at].float()
 
-    def packed(self, seqs: list[list[int]], need: list[int], groups):
+    def packed(self, seqs: list[list[int]], need: list[int], groups, branches=None):
         """One packed sequence: per group its shared start once, then one slot per member holding
-        the member's remaining tokens (right-padded to the longest of its block: `slot_blocks`),
-        with the position ids they have in the member's own sequence. `packed_attention` keeps
-        rows apart."""
+        the member's remaining tokens and its branch tokens (right-padded to the longest of its
+        block: `slot_blocks`), with the position ids they have in the member's own sequence (every
+        branch token sits at the position after it). `packed_attention` keeps rows apart, and a
+        branch token from its sibling branches."""
         import torch
 
+        branches = branches or [[] for _ in seqs]
         ids: list[int] = []
         position: list[int] = []
         layout, ends = [], [0] * len(seqs)
@@ -94,19 +100,25 @@ class Forward:
             ids += seqs[members[0]][:shared]
             position += range(shared)
             blocks = []
-            for block in slot_blocks([len(seqs[i]) - shared for i in members]):
+            for block in slot_blocks([len(seqs[i]) - shared + len(branches[i]) for i in members]):
                 block = [members[b] for b in block]
-                slot = max(len(seqs[i]) - shared for i in block)
+                slot = max(len(seqs[i]) - shared + len(branches[i]) for i in block)
+                trees = []
                 for i in block:
-                    own = seqs[i][shared:]
+                    own, alt = seqs[i][shared:], branches[i]
                     ends[i] = len(ids) + len(own)
-                    ids += own
-                    ids += [pad] * (slot - len(own))
-                    position += range(shared, shared + slot)
-                blocks.append((len(block), slot))
+                    base = len(seqs[i]) - (need[i] - 1)  # where the drafted tokens start
+                    ids += own + [t for _, t in alt] + [pad] * (slot - len(own) - len(alt))
+                    position += range(shared, len(seqs[i]))
+                    position += [base + depth for depth, _ in alt]
+                    position += range(len(seqs[i]) + 1, len(seqs[i]) + 1 + slot - len(own) - len(alt))
+                    # per branch: the own tokens it sees (those before its depth)
+                    trees.append((len(own), [base - shared + depth for depth, _ in alt]))
+                blocks.append((len(block), slot, trees if any(seen for _, seen in trees) else None))
             layout.append((start, shared, blocks))
+        cols = [c for i, n in enumerate(need) for c in (*range(ends[i] - n, ends[i]),
+                                                       *range(ends[i], ends[i] + len(branches[i])))]
         plan = PackPlan.build(layout, self.device)
-        cols = [c for i, n in enumerate(need) for c in range(ends[i] - n, ends[i])]
         with packed_attention_on(self.model):
             logits = self.logits(torch.tensor([ids], dtype=torch.long), (0, torch.tensor(cols)),
                                  position_ids=torch.tensor([position], device=self.device), **{PACK_KWARG: plan})

@@ -76,26 +76,35 @@ class PackPlan:
     """The layout of a packed sequence, for `packed_attention`: per group (start, shared, blocks) -
     the shared start at [start, start + shared), then blocks of (rows, slot, mask): `rows` slots of
     `slot` tokens each, and the mask that lets a slot's tokens see the shared start and, causally,
-    their own slot (None when nothing is shared). Built once per forward, used by every layer;
-    `used` records that the model's attention went through `packed_attention` at all."""
+    their own slot (None when nothing is shared and no slot holds branches). A block whose slots
+    hold branch tokens gets a mask per row that hides sibling branches from each other. Built
+    once per forward, used by every layer; `used` records that the model's attention went
+    through `packed_attention` at all."""
 
     groups: list
     used: bool = False
 
     @classmethod
     def build(cls, layout, device) -> "PackPlan":
+        """`layout`: per group (start, shared, blocks), a block (rows, slot, trees): trees None,
+        or per row (own tokens, per branch token after them: how many own tokens it sees)."""
         import torch
 
         groups, masks = [], {}
         for start, shared, blocks in layout:
             built = []
-            for rows, slot in blocks:
+            for rows, slot, trees in blocks:
                 mask = None
-                if shared:
+                if shared or trees:
                     if (shared, slot) not in masks:
-                        masks[shared, slot] = torch.ones(slot, shared + slot, dtype=torch.bool).tril(shared).to(device)[None, None]
+                        masks[shared, slot] = torch.ones(slot, shared + slot, dtype=torch.bool).tril(shared)[None, None]
                     mask = masks[shared, slot]
-                built.append((rows, slot, mask))
+                if trees:
+                    mask = mask.expand(rows, -1, -1, -1).clone()
+                    for r, (own, seen) in enumerate(trees):
+                        for j, n in enumerate(seen):  # branch j: the own tokens before its depth, and itself
+                            mask[r, 0, own + j, shared + n:shared + own + j] = False
+                built.append((rows, slot, None if mask is None else mask.to(device)))
             groups.append((start, shared, built))
         return cls(groups)
 
