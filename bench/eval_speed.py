@@ -11,10 +11,13 @@ max_new_tokens):
   hf_cache   transformers generate(use_cache=True), batched with left padding
   fast       emoloom's KV-off decoder (continuous batching, shared-prompt packing, skeleton drafts)
   fast_padded  (--padded-row) the same without packing: rows right-padded into a batch
+  fast_no_branch  (--lever-rows) the fast decoder without side branches
+  fast_no_draft   (--lever-rows) the fast decoder without drafts (and so without branches)
   pool       the fast decoder on a Ray ActorPool of --actors actors (one thread each); actor
              start-up and model loading are excluded (reported separately)
 
-Columns: examples/s, forward passes per example (for hf_cache: cached forwards), share of raw
+Columns: examples/s, forward passes per example (for hf_cache: cached forwards), token positions
+computed per example (KV-off decoders: the compute, whatever the load), share of raw
 outputs identical to the reference, speed ratio to reference and to hf_cache, examples per CPU
 second of this process and its ratios to reference and hf_cache (moves far less with other processes' load than
 wall time; not for the pool row, whose work runs in the actors), and the 1-minute
@@ -123,20 +126,32 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
         runs = {"reference": lambda: ref_dec.generate(prompts),
                 "hf_cache": lambda: hf_generate_cached(model, tok, prompts, max_new, batch_size=args.batch_size),
                 "fast": lambda: fast_dec.generate(prompts)}
+        decoders = {"reference": ref_dec, "fast": fast_dec}
         if args.padded_row:
-            padded_dec = Decoder(model, tok, "fast", max_new_tokens=max_new, batch_size=args.batch_size, pack=False)
-            runs["fast_padded"] = lambda: padded_dec.generate(prompts)
+            decoders["fast_padded"] = Decoder(model, tok, "fast", max_new_tokens=max_new, batch_size=args.batch_size,
+                                              pack=False)
+        if args.lever_rows:
+            decoders["fast_no_branch"] = Decoder(model, tok, "fast", max_new_tokens=max_new,
+                                                 batch_size=args.batch_size, branches=0)
+            decoders["fast_no_draft"] = Decoder(model, tok, "fast", max_new_tokens=max_new,
+                                                batch_size=args.batch_size, draft=False)
+        for name, dec in decoders.items():
+            if name not in runs:
+                runs[name] = lambda dec=dec: dec.generate(prompts)
         if pool is not None:
             pool.run(records[:2 * args.actors], shard_size=1, max_new_tokens=max_new)  # build decoders
             runs["pool"] = lambda: pool.run(records, shard_size=args.shard_size, max_new_tokens=max_new)
         # Rounds of every decoder in turn, best time kept: a shared machine's slow spells then
         # hit all rows alike instead of whichever row ran during one.
-        outputs, best, best_cpu, loads = {}, {}, {}, {}
+        outputs, best, best_cpu, loads, positions = {}, {}, {}, {}, {}
         for _ in range(args.repeats):
             for name, run in runs.items():
                 before = load1()
+                at = decoders[name].fwd.positions if name in decoders else 0
                 gens, secs, cpu = timed_cpu(run)
                 after = load1()
+                if name in decoders and name != "reference":  # the reference's generate() does not count them
+                    positions[name] = decoders[name].fwd.positions - at
                 outputs.setdefault(name, gens)
                 best_cpu[name] = min(cpu, best_cpu.get(name, cpu))
                 if secs <= best.get(name, secs):
@@ -158,6 +173,7 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
                 "examples_per_s": len(records) / secs, "seconds": secs,
                 "examples_per_cpu_s": len(records) / best_cpu[name] if name in best_cpu else None,
                 "forwards_per_example": sum(fw) / len(fw),
+                "positions_per_example": positions[name] / len(records) if name in positions else None,
                 "identical_rate": sum(a == b for a, b in zip(raws, ref_raw)) / len(raws),
                 "near_ties": sum(getattr(g, "near_ties", 0) if hasattr(g, "raw") else g.get("near_ties", 0)
                                  for g in gens),
@@ -183,7 +199,7 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'variant':<8} {'decoder':<11} {'max_new':>7} {'ex/s':>8} {'fwd/ex':>7} {'identical':>9} "
+    head = (f"{'variant':<8} {'decoder':<14} {'max_new':>7} {'ex/s':>8} {'fwd/ex':>7} {'pos/ex':>7} {'identical':>9} "
             f"{'x ref':>7} {'x hf_cache':>10} {'ex/cpu-s':>9} {'cpu x ref':>9} {'cpu x hf':>8} {'near_ties':>9} "
             f"{'load before/after':>17}")
     print(head)
@@ -192,8 +208,10 @@ def print_table(rows: list[dict]) -> None:
         cpu = r.get("examples_per_cpu_s")
         cpu_txt = (f"{cpu:>9.2f} {r['cpu_vs_reference']:>9.2f} {r['cpu_vs_hf_cache']:>8.2f}" if cpu
                    else f"{'-':>9} {'-':>9} {'-':>8}")
-        print(f"{r['variant']:<8} {r['name']:<11} {r['max_new_tokens']:>7} {r['examples_per_s']:>8.2f} "
-              f"{r['forwards_per_example']:>7.1f} {r['identical_rate']:>9.1%} {r['vs_reference']:>7.2f} "
+        pos = r.get("positions_per_example")
+        print(f"{r['variant']:<8} {r['name']:<14} {r['max_new_tokens']:>7} {r['examples_per_s']:>8.2f} "
+              f"{r['forwards_per_example']:>7.1f} {'-' if pos is None else round(pos):>7} "
+              f"{r['identical_rate']:>9.1%} {r['vs_reference']:>7.2f} "
               f"{r['vs_hf_cache']:>10.2f} {cpu_txt} {r['near_ties']:>9} "
               f"{r['load_before']:>8.2f}/{r['load_after']:<8.2f}")
 
@@ -213,6 +231,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None, help="e.g. cuda (default: CPU); the pool row stays on CPU actors")
     p.add_argument("--padded-row", action="store_true",
                    help="add a fast_padded row: the fast decoder without shared-prompt packing")
+    p.add_argument("--lever-rows", action="store_true",
+                   help="add fast_no_branch and fast_no_draft rows: what side branches and drafts each gain")
     p.add_argument("--adapter", default=None, help="use this LoRA adapter (skips the SFT)")
     p.add_argument("--sft-seconds", type=float, default=90.0, help="quick LoRA SFT first (0: random init only)")
     p.add_argument("--sft-steps", type=int, default=100_000,
