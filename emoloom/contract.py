@@ -238,48 +238,98 @@ class ParseResult(BaseModel):
         }
 
 
-_STRUCTURAL = re.compile(r'[{}"\\]')
-_OPENS_JSON = re.compile(r'\s*"')
+class _JsonCount:
+    """The counting rule every reader of an answer shares, one character at a time: braces count
+    outside strings, quotes only matter inside an object, and a backslash in a string escapes the
+    next character. So prose and code fences around the answer are ignored."""
+
+    __slots__ = ("depth", "in_string", "escape")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = self.escape = False
+
+    def step(self, ch: str) -> str | None:
+        """"{" or "}" when `ch` opens or closes an object (depth already updated), else None."""
+        if self.in_string:
+            if self.escape:
+                self.escape = False
+            elif ch == "\\":
+                self.escape = True
+            elif ch == '"':
+                self.in_string = False
+        elif ch == "{":
+            self.depth += 1
+            return "{"
+        elif ch == "}" and self.depth:
+            self.depth -= 1
+            return "}"
+        elif ch == '"' and self.depth:
+            self.in_string = True
+        return None
+
+
+def _looks_json(first: str) -> bool:
+    """An object looks like JSON when the first non-space character after its "{" is a quote
+    (or its own "}": empty). A ``{prose}`` span does not."""
+    return first in ('"', "}")
 
 
 def find_last_object(raw: str) -> tuple[str | None, str | None]:
     """Return (json_text, None) for the last complete balanced {...} in `raw`, or (None, reason).
 
-    Braces count only outside JSON strings; quotes only matter once an object is open, so
-    prose and code fences around the answer are ignored. The last JSON-looking object (its "{"
-    followed by a quote, or empty) to close wins, and there is no fallback to earlier ones. A generation that ends inside an object that looks
-    like JSON (its "{" followed by a quote) was truncated: reason `unbalanced`.
+    Counting follows `_JsonCount`. The last JSON-looking object (`_looks_json`) to close wins, and
+    there is no fallback to earlier ones. A generation that ends inside an object that looks like
+    JSON (its "{" followed by a quote) was truncated: reason `unbalanced`.
     """
+    count = _JsonCount()
     stack: list[int] = []
-    in_string = skip_next = False
     last = last_json = None  # (start, end) of the latest balanced span / JSON-looking span
-    for m in _STRUCTURAL.finditer(raw):
-        ch, pos = m.group(), m.start()
-        if skip_next:  # the character after a backslash inside a string
-            skip_next = False
-            continue
-        if in_string:
-            if ch == "\\":
-                skip_next = raw[pos + 1:pos + 2] in ('{', '}', '"', "\\")
-            elif ch == '"':
-                in_string = False
-            continue
-        if ch == "{":
+    for pos, ch in enumerate(raw):
+        event = count.step(ch)
+        if event == "{":
             stack.append(pos)
-        elif ch == "}" and stack:
+        elif event == "}":
             start = stack.pop()
             last = (start, pos + 1)  # closes after every earlier span: the latest wins
-            if _OPENS_JSON.match(raw, start + 1) or raw[start + 1:pos].strip() == "":
+            if _looks_json(raw[start + 1:pos + 1].lstrip()[:1]):
                 last_json = last
-        elif ch == '"' and stack:
-            in_string = True
-    if any(_OPENS_JSON.match(raw, p + 1) for p in stack):
+    if any(raw[p + 1:].lstrip()[:1] == '"' for p in stack):
         return None, "unbalanced"
     if last is None:
         return None, ("unbalanced" if stack else "no_json")
     # Prefer the last span that looks like a JSON object; a lone {prose} span is invalid JSON.
     start, end = last_json or last
     return raw[start:end], None
+
+
+class JsonCloseScanner:
+    """Has the answer's JSON object closed yet? `find_last_object`'s rule, fed as text arrives
+    (decoders feed each generated token's text): the first outermost object that looks like JSON
+    to close ends the answer; a ``{prose}`` span does not."""
+
+    __slots__ = ("count", "closed", "pending", "looks_json")
+
+    def __init__(self) -> None:
+        self.count = _JsonCount()
+        self.closed = self.pending = self.looks_json = False
+
+    def feed(self, text: str) -> bool:
+        if self.closed:
+            return True
+        for ch in text:
+            if self.pending:  # the first non-space character after an outermost "{"
+                if ch.isspace():
+                    continue
+                self.pending = False
+                self.looks_json = _looks_json(ch)
+            event = self.count.step(ch)
+            if event == "{":
+                self.pending = self.count.depth == 1
+            elif event == "}" and self.count.depth == 0 and self.looks_json:
+                self.closed = True
+                return True
+        return False
 
 
 def parse_output(raw: Any, taxonomy_name: str) -> ParseResult:

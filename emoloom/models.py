@@ -253,5 +253,19 @@ def format_prompt(tokenizer, prompt: str) -> str:
     return prompt
 
 
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids of a formatted prompt, for training and decoding alike. A chat template already
+    spells out its special tokens as text, so they are added (e.g. a BOS) only without one."""
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    return list(tokenizer(text, add_special_tokens=not chat)["input_ids"])
+
+
+def prompt_ids(tokenizer, record) -> list[int]:
+    """The prompt of a contract `Record` as token ids (chat template when the tokenizer has one)."""
+    from emoloom.contract import render_prompt
+
+    return encode_prompt(tokenizer, format_prompt(tokenizer, render_prompt(record)))
+
+
 def lora_targets(model_type: str) -> list[str] | str:
     return LORA_TARGETS.get(model_type, "all-linear")

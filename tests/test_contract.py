@@ -233,3 +233,27 @@ def test_parse_cli_lone_surrogate_via_python_m():
     assert proc.returncode == 1
     assert [json.loads(l)["id"] for l in proc.stdout.splitlines()] == [1, 3]
     assert "<stdin>:2: " in proc.stderr
+
+
+@pytest.mark.parametrize("raw", [
+    '{"labels":["joy"],"vad":{"v":0.8,"a":0.6,"d":0.7},"rationale":"a } and a { in text"} tail',
+    'note {not json} then {"labels":["anger"],"vad":{"v":0.1,"a":0.9,"d":0.5},"rationale":"x"}',
+    '```json\n{ "labels": ["fear"], "rationale": "she said \\"{\\" twice" }\n```',
+    '{"rationale":"ends in a backslash \\\\"} more',
+    '{ }',
+    '{"labels":["joy"],"vad":{"v":0.5',
+])
+def test_the_decoders_close_rule_is_the_parsers(raw):
+    """JsonCloseScanner (fed as tokens arrive) stops where find_last_object sees the object close."""
+    from emoloom.contract import JsonCloseScanner, find_last_object
+
+    scanner, closed_at = JsonCloseScanner(), None
+    for end in range(0, len(raw), 3):  # three characters at a time, as tokens would come
+        if scanner.feed(raw[end:end + 3]):
+            closed_at = next(p for p in range(end + 1, len(raw) + 1) if JsonCloseScanner().feed(raw[:p]))
+            break
+    text, reason = find_last_object(raw if closed_at is None else raw[:closed_at])
+    if closed_at is None:
+        assert reason == "unbalanced"
+    else:
+        assert reason is None and raw[:closed_at].endswith(text) and text.lstrip("{ ")[:1] in ('"', "}")

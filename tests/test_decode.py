@@ -9,9 +9,9 @@ import torch
 
 os.environ.setdefault("EMOLOOM_CACHE", tempfile.mkdtemp(prefix="emoloom-test-cache-"))
 
-from emoloom.contract import Record, parse_output, render_target  # noqa: E402
+from emoloom.contract import JsonCloseScanner, Record, parse_output, render_target  # noqa: E402
 from emoloom.eval import testing  # noqa: E402
-from emoloom.eval.decoding import (Decoder, Forward, JsonCloseScanner, SkeletonDrafter, shared_prefix_groups,  # noqa: E402
+from emoloom.eval.decoding import (Decoder, Forward, SkeletonDrafter, shared_prefix_groups,  # noqa: E402
                                    slot_blocks)
 from emoloom.eval.decoding.packing import same_logits  # noqa: E402
 from emoloom.labels import taxonomy  # noqa: E402

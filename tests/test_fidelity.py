@@ -127,8 +127,8 @@ def test_label_nll_is_the_models_own_loss_on_the_label_tokens():
     from emoloom.contract import Record
     from emoloom.models import load_base
     from emoloom.screen.signals import label_nll, label_part
-    from emoloom.models import ModelSpec
-    from emoloom.train.examples import prompt_ids, target_text
+    from emoloom.models import ModelSpec, prompt_ids
+    from emoloom.train.examples import target_text
 
     loaded = load_base(ModelSpec(name="tiny-qwen2"))
     model, tok = loaded.model.eval(), loaded.tokenizer

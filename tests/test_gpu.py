@@ -81,17 +81,15 @@ def sft_on_device(model, tokenizer, records, *, seconds: float, max_steps: int, 
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from emoloom.contract import render_prompt
-    from emoloom.eval.decoding import encode_prompt
     from emoloom.eval.smoke_sft import _targets, target_for
-    from emoloom.models import format_prompt
+    from emoloom.models import prompt_ids
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
     dev = next(model.parameters()).device
     model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
                                              target_modules=_targets(model), task_type="CAUSAL_LM"))
-    examples = [(encode_prompt(tokenizer, format_prompt(tokenizer, render_prompt(r))),
+    examples = [(prompt_ids(tokenizer, r),
                  tokenizer(target_for(r), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
                 for r in records if r.labels]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)

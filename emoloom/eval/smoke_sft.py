@@ -11,7 +11,7 @@ import random
 import time
 from typing import Sequence
 
-from emoloom.contract import VAD, Record, render_prompt, render_target
+from emoloom.contract import VAD, Record, render_target
 from emoloom.labels import anchor
 
 
@@ -36,9 +36,7 @@ def smoke_sft(model, tokenizer, records: Sequence[Record], *, steps: int = 200, 
     """
     import torch
 
-    from emoloom.models import format_prompt
-
-    from .decoding import encode_prompt
+    from emoloom.models import prompt_ids
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -52,7 +50,7 @@ def smoke_sft(model, tokenizer, records: Sequence[Record], *, steps: int = 200, 
     for r in records:
         if not r.labels:
             continue
-        p = encode_prompt(tokenizer, format_prompt(tokenizer, render_prompt(r)))
+        p = prompt_ids(tokenizer, r)
         t = tokenizer(target_for(r), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         examples.append((p, t))
     if not examples:

@@ -68,7 +68,8 @@ def label_nll(model, tokenizer, records: Sequence, *, batch_size: int = 16, max_
     tokens). Prompts too long for `max_length` lose their start, as in KV-off decoding."""
     import torch
 
-    from emoloom.train.examples import prompt_ids, target_text
+    from emoloom.models import prompt_ids
+    from emoloom.train.examples import target_text
 
     rows = []
     for r in records:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emoloom.contract import Record, render_prompt, render_target
+from emoloom.contract import Record, render_target
+from emoloom.models import prompt_ids
 
 log = logging.getLogger(__name__)
 
@@ -211,18 +212,6 @@ class Example:
     appraisal: list[float] | None
     polarity: float
     key: str  # sampling class
-
-
-def prompt_ids(tokenizer, record: Record) -> list[int]:
-    """Prompt token ids exactly as training sees them (chat template when the tokenizer has one).
-
-    Special tokens (e.g. a BOS) are added only without a chat template: a rendered template
-    already spells its special tokens out as text.
-    """
-    from emoloom.models import format_prompt
-
-    text = format_prompt(tokenizer, render_prompt(record))
-    return tokenizer(text, add_special_tokens=not getattr(tokenizer, "chat_template", None))["input_ids"]
 
 
 def target_text(record: Record, rationale: str) -> str:

@@ -20,14 +20,14 @@ from .drafting import DraftSession, SkeletonDrafter, prompt_index
 from .forward import Forward
 from .greedy import ignored_settings, pure_greedy
 from .packing import MIN_SHARED, PackPlan, packed_attention, shared_prefix_groups, slot_blocks
-from .prompts import PreparedPrompt, encode_prompt, model_window, prepare_prompt
-from .stop import JsonCloseScanner, JsonStoppingCriteria
+from .prompts import PreparedPrompt, model_window, prepare_prompt
+from .stop import JsonStoppingCriteria
 from .tokens import decode_text, per_tokenizer, token_texts
 
 __all__ = [
     "DECODERS", "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_NEW_TOKENS", "MAX_DRAFT", "MIN_SHARED", "Decoder", "DraftSession",
-    "Forward", "Generation", "JsonCloseScanner", "JsonStoppingCriteria", "PackPlan", "PreparedPrompt",
-    "SkeletonDrafter", "check_budget", "decode_text", "encode_prompt", "hf_generate_cached", "ignored_settings",
+    "Forward", "Generation", "JsonStoppingCriteria", "PackPlan", "PreparedPrompt",
+    "SkeletonDrafter", "check_budget", "decode_text", "hf_generate_cached", "ignored_settings",
     "model_window", "packed_attention", "per_tokenizer", "prepare_prompt", "prompt_index", "pure_greedy",
     "shared_prefix_groups", "slot_blocks", "token_texts",
 ]

@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from emoloom.contract import Record
+from emoloom.contract import JsonCloseScanner, Record
 from emoloom.labels import taxonomy as taxonomy_labels
 
 from .drafting import SkeletonDrafter, prompt_index
@@ -38,7 +38,7 @@ from .forward import Forward
 from .greedy import ignored_settings, logit_gaps, near_tie_limit, pure_greedy
 from .packing import PACK_TOLERANCE
 from .prompts import PreparedPrompt, model_window, prepare_prompt
-from .stop import JsonCloseScanner, JsonStoppingCriteria
+from .stop import JsonStoppingCriteria
 from .tokens import decode_text, per_tokenizer, token_texts
 
 __all__ = ["DECODERS", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE", "MAX_DRAFT", "MAX_BRANCHES", "Generation", "Decoder",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from emoloom.contract import Record, render_prompt
 
-__all__ = ["PreparedPrompt", "encode_prompt", "model_window", "prepare_prompt"]
+__all__ = ["PreparedPrompt", "model_window", "prepare_prompt"]
 
 
 @dataclass
@@ -25,13 +25,6 @@ class PreparedPrompt:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
-def encode_prompt(tokenizer, prompt: str) -> list[int]:
-    """Token ids of a formatted prompt. A chat template already holds its special tokens, so
-    they are only added (e.g. a BOS) for a plain prompt. Training should tokenize the same way."""
-    chat = bool(getattr(tokenizer, "chat_template", None))
-    return list(tokenizer(prompt, add_special_tokens=not chat)["input_ids"])
-
-
 def model_window(model, tokenizer=None) -> int:
     """Longest sequence the model takes (position embeddings), else the tokenizer's limit."""
     n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
@@ -42,7 +35,7 @@ def model_window(model, tokenizer=None) -> int:
 
 
 def _render(tokenizer, record: Record) -> tuple[str, list[int]]:
-    from emoloom.models import format_prompt
+    from emoloom.models import encode_prompt, format_prompt
 
     text = format_prompt(tokenizer, render_prompt(record))
     return text, encode_prompt(tokenizer, text)

@@ -1,59 +1,14 @@
 """The stop rule every decoder shares: EOS, or the answer's JSON object closing.
 
-`JsonCloseScanner` applies the counting rule of `contract.find_last_object` incrementally;
-`JsonStoppingCriteria` wraps it for transformers' `generate`.
+The close rule lives with the parser (`contract.JsonCloseScanner`, the rule of
+`contract.find_last_object` fed as text arrives); `JsonStoppingCriteria` wraps it for
+transformers' `generate`.
 """
 from __future__ import annotations
 
-__all__ = ["JsonCloseScanner", "JsonStoppingCriteria"]
+from emoloom.contract import JsonCloseScanner
 
-
-class JsonCloseScanner:
-    """Has a JSON object of the output closed yet?
-
-    The counting rule of `contract.find_last_object`: braces count outside strings, quotes only
-    matter inside an object, a backslash in a string escapes the next character, and only an
-    object that looks like JSON (its "{" followed by a quote, or empty) ends the answer - a
-    ``{prose}`` span does not stop the row.
-    """
-
-    __slots__ = ("depth", "in_string", "escape", "closed", "pending", "looks_json")
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.in_string = self.escape = self.closed = self.pending = self.looks_json = False
-
-    def feed(self, text: str) -> bool:
-        if self.closed:
-            return True
-        for ch in text:
-            if self.pending:  # first non-space character after an outermost "{"
-                if ch.isspace():
-                    continue
-                self.pending = False
-                self.looks_json = ch in '"}'
-            if ch not in '{}"\\':
-                self.escape = False
-                continue
-            if self.in_string:
-                if self.escape:
-                    self.escape = False
-                elif ch == "\\":
-                    self.escape = True
-                elif ch == '"':
-                    self.in_string = False
-                continue
-            if ch == "{":
-                self.depth += 1
-                self.pending = self.depth == 1
-            elif ch == "}" and self.depth:
-                self.depth -= 1
-                if self.depth == 0 and self.looks_json:
-                    self.closed = True
-                    return True
-            elif ch == '"' and self.depth:
-                self.in_string = True
-        return False
+__all__ = ["JsonStoppingCriteria"]
 
 
 def JsonStoppingCriteria(texts: list[str], prompt_len: int):
