@@ -196,3 +196,10 @@ def test_non_finite_values_in_a_space_are_rejected(tmp_path):
         load_space(write(tmp_path, "fixed:\n  optim.lr: .inf\n"))
     with pytest.raises(ConfigError, match="low: Input should be a finite number"):
         load_space(write(tmp_path, "params:\n  optim.lr: {type: float, low: -.inf, high: 0.1}\n"))
+
+
+def test_an_unknown_decoder_is_named_with_the_closest_one():
+    # One definition of the decoder names (eval.decoding.DECODERS) checks the screen's config too.
+    with pytest.raises(ConfigError, match="unknown decoder 'fsat'.*did you mean 'fast'"):
+        load_config(ScreenConfig, None, ["eval.decoder=fsat"])
+    assert load_config(ScreenConfig, None, ["eval.decoder=score"]).eval.decoder == "score"

@@ -32,12 +32,8 @@ from emoloom.models import ModelSpec
 from emoloom.versions import package_versions
 
 from .candidate import adapter_checksum, load_candidate, model_identity
-from .decoding import DECODERS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+from .decoding import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, DecoderName
 from .predict import failed_row, plan_shards
-
-DecoderName = Literal["reference", "fast", "constrained", "score"]
-assert set(DecoderName.__args__) == set(DECODERS)  # type: ignore[attr-defined]
-
 
 class EvalConfig(StrictModel):
     """One evaluation: a candidate (base model + optional LoRA adapter) on one corpus split."""

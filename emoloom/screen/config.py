@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from emoloom.config import AnyFinite, ConfigError, StrictModel
+from emoloom.eval.decoding import DecoderName
 
 if TYPE_CHECKING:
     from emoloom.screen.space import SearchSpace
@@ -24,7 +25,7 @@ class DataSource(StrictModel):
 
 
 class EvalOptions(StrictModel):
-    decoder: Literal["reference", "fast", "constrained", "score"] = "fast"
+    decoder: DecoderName = "fast"
     max_new_tokens: int = Field(96, ge=1)
     batch_size: int = Field(16, ge=1)
     # KV-off evaluation cost grows with rows: screen on a sample (None: every dev row). Bounded

@@ -14,8 +14,8 @@ One concept per module:
 * `baseline`  - transformers' KV-cached batched generate, for the speed bench
 """
 from .baseline import hf_generate_cached
-from .decoders import (DECODERS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, MAX_DRAFT, Decoder, Generation,
-                       check_budget)
+from .decoders import (DECODERS, DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, MAX_DRAFT, Decoder, DecoderName,
+                       Generation, check_budget, check_decoder)
 from .drafting import DraftSession, SkeletonDrafter, prompt_index
 from .forward import Forward
 from .greedy import ignored_settings, pure_greedy
@@ -25,7 +25,8 @@ from .stop import JsonStoppingCriteria
 from .tokens import decode_text, per_tokenizer, token_texts
 
 __all__ = [
-    "DECODERS", "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_NEW_TOKENS", "MAX_DRAFT", "MIN_SHARED", "Decoder", "DraftSession",
+    "DECODERS", "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_NEW_TOKENS", "MAX_DRAFT", "MIN_SHARED", "Decoder", "DecoderName",
+    "DraftSession", "check_decoder",
     "Forward", "Generation", "JsonStoppingCriteria", "PackPlan", "PreparedPrompt",
     "SkeletonDrafter", "check_budget", "decode_text", "hf_generate_cached", "ignored_settings",
     "model_window", "packed_attention", "per_tokenizer", "prepare_prompt", "prompt_index", "pure_greedy",

@@ -28,8 +28,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Annotated, Callable, Sequence
 
+from pydantic import AfterValidator
+
+from emoloom.config import did_you_mean
 from emoloom.contract import JsonCloseScanner, Record
 from emoloom.labels import taxonomy as taxonomy_labels
 
@@ -41,10 +44,21 @@ from .prompts import PreparedPrompt, model_window, prepare_prompt
 from .stop import JsonStoppingCriteria
 from .tokens import decode_text, per_tokenizer, token_texts
 
-__all__ = ["DECODERS", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE", "MAX_DRAFT", "MAX_BRANCHES", "Generation", "Decoder",
+__all__ = ["DECODERS", "DecoderName", "check_decoder", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE", "MAX_DRAFT", "MAX_BRANCHES", "Generation", "Decoder",
            "check_budget"]
 
 DECODERS = ("reference", "fast", "constrained", "score")
+
+
+def check_decoder(name: str) -> str:
+    """`name` if it is one of `DECODERS`; else a ValueError that names the closest."""
+    if name not in DECODERS:
+        raise ValueError(f"unknown decoder {name!r}; choose one of {', '.join(DECODERS)}{did_you_mean(name, DECODERS)}")
+    return name
+
+
+# The one config type for a decoder name (eval and screen configs alike).
+DecoderName = Annotated[str, AfterValidator(check_decoder)]
 DEFAULT_MAX_NEW_TOKENS = 96
 DEFAULT_BATCH_SIZE = 16  # rows per forward; packing makes wide batches cheap on CPU too
 MAX_DRAFT = 16  # longest skeleton draft per step: KV-off, a few more tokens in a forward cost little
@@ -96,8 +110,7 @@ class Decoder:
                  batch_size: int = DEFAULT_BATCH_SIZE, max_draft: int = MAX_DRAFT, draft: bool = True,
                  max_labels: int = 3, max_rationale_chars: int = 80, pack: bool | None = None,
                  branches: int = MAX_BRANCHES) -> None:
-        if mode not in DECODERS:
-            raise ValueError(f"unknown decoder {mode!r}; choose one of {', '.join(DECODERS)}")
+        check_decoder(mode)
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self.model, self.tokenizer, self.mode = model, tokenizer, mode
