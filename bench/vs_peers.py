@@ -232,6 +232,38 @@ def run_emoloom(overrides: list[str], storage: Path, name: str) -> dict:
     return {"summary": summary, "params": journal["view"]["params"], "objective": best["objective"], "cpu_s": cpu}
 
 
+def default_overhead(out: Path) -> dict:
+    """The embedded default screen (`python -m emoloom.screen`, no overrides): its wall time, the
+    trials' busy time per slot, and where the rest goes (the screen's `phases_s`)."""
+    dry = resolved_screen([])
+    t0 = time.time()
+    got = run_emoloom([], out / "screens", "vs-default")
+    return {**overhead_parts(got["summary"], time.time() - t0, int(dry["space"]["max_concurrent"])),
+            "cpu_s": round(got["cpu_s"], 1)}
+
+
+def overhead_parts(s: dict, wall: float, concurrency: int) -> dict:
+    """A finished screen's summary and the wall time of its process: overhead and its parts."""
+    busy = s["ledger"]["totals"]["wall_s"] / max(1, concurrency)
+    phases = dict(s.get("phases_s") or {})
+    after_summary = phases.get("register", 0.0) + phases.get("tracking_finish", 0.0)
+    parts = {"python start, imports, Ray shutdown": wall - s["wall_s"] - after_summary, **phases}
+    parts["trials"] = busy  # training and evaluation, per slot
+    parts["Tune: trial start-up, idle slots"] = phases.get("trials", 0.0) - busy
+    return {"wall_s": round(wall, 1), "busy_s": round(busy, 1), "overhead_s": round(wall - busy, 1),
+            "overhead_share": round((wall - busy) / wall, 4), "parts_s": {k: round(v, 1) for k, v in parts.items()}}
+
+
+def overhead_table(d: dict) -> str:
+    lines = ["| part of the default screen's wall time | s | share |", "|---|---|---|"]
+    for k, v in sorted(d["parts_s"].items(), key=lambda kv: -kv[1]):
+        name = "training + evaluation (trials, per slot)" if k == "trials" else k
+        lines.append(f"| {name} | {v:.1f} | {v / d['wall_s']:.1%} |")
+    lines.append(f"| **overhead (all but training + evaluation)** | **{d['overhead_s']:.1f}** | "
+                 f"**{d['overhead_share']:.1%}** |")
+    return "\n".join(lines)
+
+
 # -- the bench ---------------------------------------------------------------------------------
 
 def plan(args, spaces: dict[str, dict]) -> float:
@@ -278,7 +310,7 @@ def run_strategy(kind: str, trainer: Trainer, dry: dict, overrides: list[str], o
         concurrency = max(1, int(dry["space"]["max_concurrent"]))
         overhead = wall - ledger["wall_s"] / concurrency
         extra = {"trials": got["summary"]["trials"], "pruned": got["summary"]["stopped_early"],
-                 "screen_statistics_s": got["summary"]["statistics_s"]}
+                 "screen_statistics_s": got["summary"]["statistics_s"], "phases_s": got["summary"].get("phases_s")}
         c0 -= got["cpu_s"]  # its process tree, measured while it ran (not reaped by this process)
     else:
         got = run_optuna(kind, trainer, dry["space"], int(dry["space"]["seed"]))
@@ -365,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=os.environ.get("EMOLOOM_DATA", str(REPO.parent / "shared" / "data")))
     p.add_argument("--out", default=str(REPO / "runs" / "bench-vs-peers"))
     p.add_argument("--plan", action="store_true", help="print the plan and exit")
+    p.add_argument("--default-overhead", action="store_true",
+                   help="also time the embedded default screen (no overrides) and break down its overhead")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a screen override for both sides, e.g. space.num_trials=4 (repeatable); "
                         f"default: {' '.join(DEFAULT_SET)} (the default space, half its steps: ~60 min)")
@@ -420,8 +454,14 @@ def main(argv: list[str] | None = None) -> int:
             r["full_objective"] = truth[key_of(r["params"], searched)]
             r["regret"] = round(best - r["full_objective"], 4)
         save_results(results_path, results)
+    if args.default_overhead and "default_overhead" not in results:
+        print(f"[{time.strftime('%H:%M:%S')}] the embedded default screen (load {os.getloadavg()[0]:.2f})", flush=True)
+        results["default_overhead"] = default_overhead(out)
+        save_results(results_path, results)
     rows = summarize(results, corpora, args.strategies, args.seeds)
     text = table(rows)
+    if "default_overhead" in results:
+        text += "\n\n" + overhead_table(results["default_overhead"])
     (out / "table.md").write_text(text + "\n")
     plot(rows, out / "picked_vs_compute.png")
     print(text)

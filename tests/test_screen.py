@@ -145,9 +145,15 @@ def test_a_screen_qualifies_its_ranking_and_a_failing_trial_does_not_stop_it(tmp
     assert abs(ledger["totals"]["cpu_s"] - sum(t["cpu_s"] for t in ledger["trials"].values())) < 0.01
     assert "ledger.totals.cpu_s" in parent.data.metrics
 
-    # The same command again: the finished screen is reported, not rerun or rewritten.
+    # The screen says where its time went: trials plus its own phases, within its wall time.
     summary = exp_dir / "summary.json"
     before = summary.read_text()
+    phases = json.loads(before)["phases_s"]
+    assert {"tracking_setup", "floors", "ray_setup", "trials", "report", "register"} <= set(phases)
+    timed_before_the_summary = sum(v for k, v in phases.items() if k not in ("register", "tracking_finish"))
+    assert phases["trials"] > 0 and timed_before_the_summary <= json.loads(before)["wall_s"] + 0.1
+
+    # The same command again: the finished screen is reported, not rerun or rewritten.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "already finished" in again.stderr and "Best candidate: trial" in again.stdout

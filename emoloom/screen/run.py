@@ -175,6 +175,7 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
     trials_dir = exp_dir / "trials"
     replay(trials_dir)  # what an earlier, interrupted run of this screen could not tell MLflow
 
+    phases = {"tracking_setup": time.time() - t0}  # where the screen's own time goes (summary.json)
     t_stats = time.time()
     try:
         sets = screen_sets(cfg, space)
@@ -190,8 +191,11 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
                        screen_hash=digest, screen=cfg.model_dump(mode="json"),
                        fixed=space.fixed, metric=space.metric, mode=space.mode, trials_dir=str(trials_dir),
                        sets=sets.to_json(), rung_signal=space.asha.signal)
+    t_floors = time.time()
     floors = record_floors(ctx, cfg, space, sets, storage / "floors")
     stats_s = time.time() - t_stats
+    phases["eval_sample"], phases["floors"] = t_floors - t_stats, time.time() - t_floors
+    t_ray = time.time()
     where = init_ray(cfg)
     driver = {"cpu": cfg.resources.driver_cpus}
     if cfg.resources.driver_resource:  # e.g. `trial_driver`, offered only by the head (cluster/)
@@ -219,8 +223,13 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=cfg.fail_fast),
                                       callbacks=[CSVLoggerCallback(), JsonLoggerCallback()], verbose=1),
         )
+    phases["ray_setup"] = time.time() - t_ray
+    t_fit = time.time()
     grid = tuner.fit()
+    phases["trials"] = time.time() - t_fit
+    t_reconcile = time.time()
     reconcile(ctx, grid)
+    phases["reconcile"] = time.time() - t_reconcile
 
     t_stats = time.time()
     out = exp_dir / "report"
@@ -232,6 +241,8 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
         [r["rung"] or 0 for r in rows if r["role"] == "trial"] or [1]))
     write_json(out / "ledger.json", cost)
     stats_s += time.time() - t_stats
+    phases["report"] = time.time() - t_stats
+    t_replay = time.time()
     pending = replay(trials_dir)
     parent.log_files([*report["files"], out / "ledger.json"], artifact_path="report")
     best = best_row(rows)
@@ -253,8 +264,12 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
         parent.set_tags({"emoloom.best_trial": best["trial"], "emoloom.best_run_id": best["run_id"],
                          "emoloom.best_below_floor": verdict["below_floor_best"]})
         parent.log_metrics({"best_objective": best["objective"], "wall_s": summary["wall_s"]})
+        t_register = time.time()
         summary["registered_version"] = register(c, cfg, best, verdict)
+        phases["register"] = time.time() - t_register
     parent.finish()
+    phases["tracking_finish"] = time.time() - t_replay - phases.get("register", 0.0)
+    summary["phases_s"] = {k: round(v, 2) for k, v in phases.items()}
     summary["pending_tracking"] = pending + (parent.pending > 0)
     write_json(exp_dir / SUMMARY, summary)
     return summary
