@@ -278,7 +278,8 @@ class Decoder:
         if drafter is None:
             return [], []
         k = min(self.max_draft, self.max_new_tokens - len(r.gen) - 1)
-        return drafter.draft_tree(r.gen, k, self.max_branches, r.lookup, r.prompt)
+        width = self.max_branches if self.fwd.pack and self.fwd.packing is not False else 0  # padded: none
+        return drafter.draft_tree(r.gen, k, width, r.lookup, r.prompt)
 
     def _plans(self, rows: list[_Row], drafts: list[list[int]], logits,
                branches: list[list[tuple[int, int]]] | None = None) -> list[_Plan]:
