@@ -192,13 +192,16 @@ def run_optuna(kind: str, trainer: Trainer, space: dict, seed: int) -> dict:
     return {"params": params, "objective": best.value, "trials": len(study.trials), "pruned": pruned}
 
 
-def tree_cpu_seconds(proc: subprocess.Popen, every_s: float = 0.5) -> float:
+def tree_cpu_seconds(proc: subprocess.Popen, every_s: float = 0.5, by_role: dict | None = None) -> float:
     """Wait for `proc`; CPU seconds of it and every descendant (Ray's GCS, raylet, workers), each
     process's last reading before it ended (so at most `every_s` of each one is missed). Ray's
-    workers are reaped by the raylet, not by us, so getrusage(RUSAGE_CHILDREN) would miss them."""
+    workers are reaped by the raylet, not by us, so getrusage(RUSAGE_CHILDREN) would miss them.
+    `by_role`, when given, gets the same seconds split into the screen's driver, Ray's trial
+    workers and Ray's own daemons."""
     import psutil
 
     seen: dict[tuple[int, float], float] = {}
+    roles: dict[tuple[int, float], str] = {}
     root = psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
@@ -208,21 +211,31 @@ def tree_cpu_seconds(proc: subprocess.Popen, every_s: float = 0.5) -> float:
         for p in procs:
             try:
                 t = p.cpu_times()
-                seen[(p.pid, p.create_time())] = t.user + t.system
+                key = (p.pid, p.create_time())
+                seen[key] = t.user + t.system
+                if by_role is not None and key not in roles:
+                    name = p.name()
+                    roles[key] = ("driver (screen process)" if p.pid == root.pid
+                                  else "Ray workers (trials)" if name.startswith("ray::") and "Agent" not in name
+                                  else "Ray daemons (GCS, raylet, dashboard, agents)")
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
         time.sleep(every_s)
+    if by_role is not None:
+        for key, secs in seen.items():
+            role = roles.get(key, "Ray daemons (GCS, raylet, dashboard, agents)")
+            by_role[role] = round(by_role.get(role, 0.0) + secs, 1)
     return sum(seen.values())
 
 
-def run_emoloom(overrides: list[str], storage: Path, name: str) -> dict:
+def run_emoloom(overrides: list[str], storage: Path, name: str, by_role: dict | None = None) -> dict:
     """`python -m emoloom.screen` with its defaults, in its own process (its Ray, its MLflow)."""
     log = storage / f"{name}.log"
     storage.mkdir(parents=True, exist_ok=True)
     with log.open("w") as f:
         proc = subprocess.Popen([sys.executable, "-m", "emoloom.screen", *overrides, f"storage={storage}",
                                  f"name={name}"], cwd=REPO, stdout=f, stderr=subprocess.STDOUT, text=True)
-        cpu = tree_cpu_seconds(proc)
+        cpu = tree_cpu_seconds(proc, by_role=by_role)
     summaries = sorted(storage.glob(f"{name}-*/summary.json"))
     if proc.returncode != 0 or not summaries:
         raise RuntimeError(f"the screen failed ({proc.returncode}); its log: {log}")
@@ -236,10 +249,35 @@ def default_overhead(out: Path) -> dict:
     """The embedded default screen (`python -m emoloom.screen`, no overrides): its wall time, the
     trials' busy time per slot, and where the rest goes (the screen's `phases_s`)."""
     dry = resolved_screen([])
-    t0 = time.time()
-    got = run_emoloom([], out / "screens", "vs-default")
+    t0, by_role = time.time(), {}
+    got = run_emoloom([], out / "screens", "vs-default", by_role)
     return {**overhead_parts(got["summary"], time.time() - t0, int(dry["space"]["max_concurrent"])),
-            "cpu_s": round(got["cpu_s"], 1)}
+            "cpu_s": round(got["cpu_s"], 1), "cpu_by_role_s": by_role, "trial_timings": trial_timings(got)}
+
+
+def trial_timings(got: dict) -> dict:
+    """Summed over a finished screen's trials, from their journals (seconds of each trial's own
+    clock): start-up (fit() to the first step: worker, imports, data, model), training steps,
+    the epoch reports' rung signals, the final evaluation, and the rest of the trial's time
+    (checkpoints, reports, tracking)."""
+    trials = Path(got["summary"]["storage"]) / "trials"
+    out = {"trials": 0, "startup_s": 0.0, "train_s": 0.0, "epoch_signals_s": 0.0, "final_eval_s": 0.0, "other_s": 0.0}
+    for journal in sorted(trials.glob("trial_*/journal.json")):
+        ops = [o["metrics"] for o in json.loads(journal.read_text()).get("ops", []) if o.get("op") == "metrics"]
+        if not ops:
+            continue
+        first = next((m for m in ops if "startup_s" in m), {})
+        train = sum(m.get("train_s", 0.0) for m in ops)
+        signals = max([m.get("epoch_eval_seconds", 0.0) for m in ops] or [0.0])  # a running total
+        final = sum(m.get("eval_seconds", 0.0) for m in ops)
+        elapsed = max([m.get("elapsed_seconds", 0.0) for m in ops] or [0.0]) + final
+        out["trials"] += 1
+        out["startup_s"] += first.get("startup_s", 0.0)
+        out["train_s"] += train
+        out["epoch_signals_s"] += signals
+        out["final_eval_s"] += final
+        out["other_s"] += max(0.0, elapsed - first.get("startup_s", 0.0) - train - signals - final)
+    return {k: round(v, 1) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def overhead_parts(s: dict, wall: float, concurrency: int) -> dict:
