@@ -1,6 +1,6 @@
 """Our screen against what users would do instead: same candidates, same budget, same seeds.
 
-    .venv/bin/python bench/vs_peers.py                        # the plan, then everything (~60 min on 2 cores)
+    .venv/bin/python bench/vs_peers.py                        # the plan, then everything (83 min measured on 2 cores)
     .venv/bin/python bench/vs_peers.py --seeds 1 --corpora synthetic     # one seed, synthetic only
     .venv/bin/python bench/vs_peers.py --plan                 # the plan and expected time only
 
@@ -213,7 +213,7 @@ def tree_cpu_seconds(proc: subprocess.Popen, every_s: float = 0.5, by_role: dict
                 t = p.cpu_times()
                 key = (p.pid, p.create_time())
                 seen[key] = t.user + t.system
-                if by_role is not None and key not in roles:
+                if by_role is not None:  # a Ray worker is named ray::... only once it runs
                     name = p.name()
                     roles[key] = ("driver (screen process)" if p.pid == root.pid
                                   else "Ray workers (trials)" if name.startswith("ray::") and "Agent" not in name
@@ -236,7 +236,7 @@ def run_emoloom(overrides: list[str], storage: Path, name: str, by_role: dict | 
         proc = subprocess.Popen([sys.executable, "-m", "emoloom.screen", *overrides, f"storage={storage}",
                                  f"name={name}"], cwd=REPO, stdout=f, stderr=subprocess.STDOUT, text=True)
         cpu = tree_cpu_seconds(proc, by_role=by_role)
-    summaries = sorted(storage.glob(f"{name}-*/summary.json"))
+    summaries = sorted(storage.glob(f"{name}-*/summary.json"), key=lambda p: p.stat().st_mtime)  # this run's last
     if proc.returncode != 0 or not summaries:
         raise RuntimeError(f"the screen failed ({proc.returncode}); its log: {log}")
     summary = json.loads(summaries[-1].read_text())
@@ -250,7 +250,7 @@ def default_overhead(out: Path) -> dict:
     trials' busy time per slot, and where the rest goes (the screen's `phases_s`)."""
     dry = resolved_screen([])
     t0, by_role = time.time(), {}
-    got = run_emoloom([], out / "screens", "vs-default", by_role)
+    got = run_emoloom(["--rerun"], out / "screens", "vs-default", by_role)  # a finished one is run again
     return {**overhead_parts(got["summary"], time.time() - t0, int(dry["space"]["max_concurrent"])),
             "cpu_s": round(got["cpu_s"], 1), "cpu_by_role_s": by_role, "trial_timings": trial_timings(got)}
 
@@ -431,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpora", default="synthetic,goemotions")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--budget-x", type=float, default=2.0, help="ground truth: this many times the screen's epochs")
-    p.add_argument("--epoch-s", type=float, default=5.0, help="for the plan: seconds per trial-epoch (idle 2-core guess)")
+    p.add_argument("--epoch-s", type=float, default=7.4,
+                   help="for the plan: seconds per trial-epoch (7.4: measured on 2 cores, whole bench / planned epochs)")
     p.add_argument("--data-root", default=os.environ.get("EMOLOOM_DATA", str(REPO.parent / "shared" / "data")))
     p.add_argument("--out", default=str(REPO / "runs" / "bench-vs-peers"))
     p.add_argument("--plan", action="store_true", help="print the plan and exit")
@@ -439,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time the embedded default screen (no overrides) and break down its overhead")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a screen override for both sides, e.g. space.num_trials=4 (repeatable); "
-                        f"default: {' '.join(DEFAULT_SET)} (the default space, half its steps: ~60 min)")
+                        f"default: {' '.join(DEFAULT_SET)} (the default space, half its steps: 83 min measured)")
     args = p.parse_args(argv)
     args.set = args.set or list(DEFAULT_SET)
     args.strategies = [s for s in args.strategies.split(",") if s]
