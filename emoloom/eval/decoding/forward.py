@@ -85,9 +85,9 @@ class Forward:
     def packed(self, seqs: list[list[int]], need: list[int], groups, branches=None):
         """One packed sequence: per group its shared start once, then one slot per member holding
         the member's remaining tokens and its branch tokens (right-padded to the longest of its
-        block: `slot_blocks`), with the position ids they have in the member's own sequence (every
-        branch token sits at the position after it). `packed_attention` keeps rows apart, and a
-        branch token from its sibling branches."""
+        block: `slot_blocks`), with the position ids they have in the member's own sequence (a
+        branch token at the position of the token it stands in for). `packed_attention` keeps rows
+        apart, and a branch token from its sibling branches."""
         import torch
 
         branches = branches or [[] for _ in seqs]
