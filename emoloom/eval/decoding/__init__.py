@@ -2,13 +2,13 @@
 
 One concept per module:
 
-* `prompts`   - prompt encoding and left truncation to the model window
+* `prompts`   - prompts (encoded by `models.encode_prompt`, as training does) left-truncated to the model window
 * `tokens`    - token texts per tokenizer, generated ids -> raw output
-* `stop`      - the stop rule (EOS, the JSON object closing) and its transformers StoppingCriteria
+* `stop`      - the stop rule's transformers StoppingCriteria (the close rule: `contract.JsonCloseScanner`)
 * `greedy`    - pure greedy by construction (the checkpoint's generation settings ignored and
                 listed) and the near-tie measure
-* `drafting`  - skeleton drafts for draft-and-verify
-* `packing`   - rows sharing a prompt start in one sequence, and its attention function
+* `drafting`  - skeleton drafts and side branches for draft-and-verify
+* `packing`   - rows sharing a prompt start in one sequence (in blocks of like length), and its attention
 * `forward`   - one KV-off forward over many rows, padded or packed
 * `decoders`  - `Decoder` with the reference, fast, constrained and score decoders
 * `baseline`  - transformers' KV-cached batched generate, for the speed bench
