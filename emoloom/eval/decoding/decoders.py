@@ -44,8 +44,8 @@ from .prompts import PreparedPrompt, model_window, prepare_prompt
 from .stop import JsonStoppingCriteria
 from .tokens import decode_text, per_tokenizer, token_texts
 
-__all__ = ["DECODERS", "DecoderName", "check_decoder", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE", "MAX_DRAFT", "MAX_BRANCHES", "Generation", "Decoder",
-           "check_budget"]
+__all__ = ["DECODERS", "DecoderName", "check_decoder", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_BATCH_SIZE", "MAX_DRAFT",
+           "MAX_BRANCHES", "Generation", "Decoder", "check_budget"]
 
 DECODERS = ("reference", "fast", "constrained", "score")
 
@@ -63,7 +63,7 @@ DEFAULT_MAX_NEW_TOKENS = 96
 DEFAULT_BATCH_SIZE = 16  # rows per forward; packing makes wide batches cheap on CPU too
 MAX_DRAFT = 16  # longest skeleton draft per step: KV-off, a few more tokens in a forward cost little
 # Side branches per row and forward (packed forwards only): a token each, about 1% of a row's
-# forward; one in two picks up a token (bench/eval_speed.py --branches).
+# forward; about one in two picks up a token (bench/eval_speed.py --lever-rows: with and without).
 MAX_BRANCHES = 16
 
 

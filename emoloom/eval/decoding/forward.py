@@ -100,9 +100,10 @@ class Forward:
             ids += seqs[members[0]][:shared]
             position += range(shared)
             blocks = []
-            for block in slot_blocks([len(seqs[i]) - shared + len(branches[i]) for i in members]):
+            lengths = [len(seqs[i]) - shared + len(branches[i]) for i in members]  # own tokens + branches
+            for block in slot_blocks(lengths):
+                slot = max(lengths[b] for b in block)
                 block = [members[b] for b in block]
-                slot = max(len(seqs[i]) - shared + len(branches[i]) for i in block)
                 trees = []
                 for i in block:
                     own, alt = seqs[i][shared:], branches[i]
