@@ -251,7 +251,8 @@ def audit(cfg, space, exp_dir: Path, options, *, screen_wall_s: float | None = N
     else:
         tuner = tune.Tuner(
             trainable, param_space={"screen_trial": tune.grid_search([c["trial"] for c in chosen])},
-            tune_config=tune.TuneConfig(num_samples=1, reuse_actors=False, trial_dirname_creator=trial_dirname,
+            tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True,  # as the screen (run.py)
+                                        trial_dirname_creator=trial_dirname,
                                         max_concurrent_trials=options.max_concurrent or space.max_concurrent),
             run_config=tune.RunConfig(name=name, storage_path=str(audit_dir),
                                       failure_config=tune.FailureConfig(max_failures=0),
