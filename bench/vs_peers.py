@@ -40,8 +40,8 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 STRATEGIES = ("optuna_tpe", "optuna_tpe_hyperband", "random_halving", "grid", "emoloom")
-GRID_LR = (0.0005, 0.001, 0.003, 0.01)
-DEFAULT_SET = ("space.fixed.steps_per_epoch=40",)
+GRID_LR = (0.001, 0.003, 0.01)
+DEFAULT_SET = ("space.fixed.steps_per_epoch=30",)
 
 
 def corpus_overrides(corpus: str, data_root: Path) -> list[str]:
