@@ -1,6 +1,6 @@
 """Our screen against what users would do instead: same candidates, same budget, same seeds.
 
-    .venv/bin/python bench/vs_peers.py                        # the plan, then everything (83 min measured on 2 cores)
+    .venv/bin/python bench/vs_peers.py                        # the plan, then everything (60 min measured on 2 cores)
     .venv/bin/python bench/vs_peers.py --seeds 1 --corpora synthetic     # one seed, synthetic only
     .venv/bin/python bench/vs_peers.py --plan                 # the plan and expected time only
 
@@ -431,8 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpora", default="synthetic,goemotions")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--budget-x", type=float, default=2.0, help="ground truth: this many times the screen's epochs")
-    p.add_argument("--epoch-s", type=float, default=7.4,
-                   help="for the plan: seconds per trial-epoch (7.4: measured on 2 cores, whole bench / planned epochs)")
+    p.add_argument("--epoch-s", type=float, default=5.7,
+                   help="for the plan: seconds per trial-epoch (5.7: measured on 2 cores, whole bench / planned epochs)")
     p.add_argument("--data-root", default=os.environ.get("EMOLOOM_DATA", str(REPO.parent / "shared" / "data")))
     p.add_argument("--out", default=str(REPO / "runs" / "bench-vs-peers"))
     p.add_argument("--plan", action="store_true", help="print the plan and exit")
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time the embedded default screen (no overrides) and break down its overhead")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a screen override for both sides, e.g. space.num_trials=4 (repeatable); "
-                        f"default: {' '.join(DEFAULT_SET)} (the default space, half its steps: 83 min measured)")
+                        f"default: {' '.join(DEFAULT_SET)} (the default space at 30 steps per epoch: 60 min measured)")
     args = p.parse_args(argv)
     args.set = args.set or list(DEFAULT_SET)
     args.strategies = [s for s in args.strategies.split(",") if s]
