@@ -498,11 +498,12 @@ def main(argv: list[str] | None = None) -> int:
         results["default_overhead"] = default_overhead(out)
         save_results(results_path, results)
     rows = summarize(results, corpora, args.strategies, args.seeds)
-    text = table(rows)
+    text = table(rows) if rows else ""
     if "default_overhead" in results:
         text += "\n\n" + overhead_table(results["default_overhead"])
-    (out / "table.md").write_text(text + "\n")
-    plot(rows, out / "picked_vs_compute.png")
+    (out / "table.md").write_text(text.strip() + "\n")
+    if rows:  # `--corpora '' --default-overhead`: the overhead table alone
+        plot(rows, out / "picked_vs_compute.png")
     print(text)
     print(f"\ntable: {out / 'table.md'}   plot: {out / 'picked_vs_compute.png'}   load {os.getloadavg()[0]:.2f}")
     return 0
