@@ -13,6 +13,7 @@ max_new_tokens):
   fast_padded  (--padded-row) the same without packing: rows right-padded into a batch
   fast_no_branch  (--lever-rows) the fast decoder without side branches
   fast_no_draft   (--lever-rows) the fast decoder without drafts (and so without branches)
+  fast_no_prune   (--lever-rows) the fast decoder computing its last layer at every position
   pool       the fast decoder on a Ray ActorPool of --actors actors (one thread each); actor
              start-up and model loading are excluded (reported separately)
 
@@ -135,6 +136,8 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
                                                  batch_size=args.batch_size, branches=0)
             decoders["fast_no_draft"] = Decoder(model, tok, "fast", max_new_tokens=max_new,
                                                 batch_size=args.batch_size, draft=False)
+            decoders["fast_no_prune"] = Decoder(model, tok, "fast", max_new_tokens=max_new,
+                                                batch_size=args.batch_size, prune=False)
         for name, dec in decoders.items():
             if name not in runs:
                 runs[name] = lambda dec=dec: dec.generate(prompts)

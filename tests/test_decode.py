@@ -144,6 +144,35 @@ def test_packed_blocks_give_the_padded_batch_logits():
         assert same_logits(fwd.padded(seqs, need), fwd.packed(seqs, need, groups))
 
 
+@pytest.mark.parametrize("arch", ["tiny-qwen2", "tiny-llama"])
+def test_the_last_layer_runs_at_the_read_positions_only(arch):
+    c = testing.loaded(arch)
+    fwd = Forward(c.model, pad_id=0, vocab=c.model.config.vocab_size, pack=True)
+    full = Forward(c.model, pad_id=0, vocab=c.model.config.vocab_size, pack=True, prune=False)
+    start = list(range(5, 45))
+    seqs = [start + [100 + i] * n for i, n in enumerate((60, 3, 58, 5))]
+    need, branches = [3, 1, 2, 4], [[(1, 7), (2, 8)], [], [(0, 9)], []]
+    last = c.model.get_decoder().layers[-1]
+    seen = []
+    hook = last.mlp.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[-2]))
+    try:
+        with torch.inference_mode():
+            assert fwd.packing_ok() and full.packing_ok()
+            seen.clear()
+            pruned, _ = fwd(seqs, need, branches)
+            assert seen == [sum(need) + 3]  # the last layer's MLP saw the read positions only
+            seen.clear()
+            before = full.positions
+            unpruned, _ = full(seqs, need, branches)
+            assert seen == [full.positions - before]  # unpruned: every packed position
+    finally:
+        hook.remove()
+    assert same_logits(unpruned, pruned)
+    with torch.inference_mode():  # and both are the padded batch's logits at the rows' own positions
+        starts = [sum(n + len(b) for n, b in zip(need[:i], branches[:i])) for i in range(4)]  # a row's own, then its branches
+        assert same_logits(fwd.padded(seqs, need), torch.cat([pruned[a:a + n] for a, n in zip(starts, need)]))
+
+
 def test_a_branch_token_sees_the_row_up_to_its_depth_and_itself():
     c = testing.loaded("tiny-qwen2")
     fwd = Forward(c.model, pad_id=0, vocab=c.model.config.vocab_size, pack=True)

@@ -10,9 +10,10 @@ evaluation does, and stops a row at the first of EOS, the JSON object closing (`
 ``fast``        the same greedy tokens, faster: length-sorted continuous batching (finished rows
                 leave the batch and waiting rows join), draft-and-verify (`drafting`: the contract
                 skeleton, this run's answers, quotes of the prompt), and on CPU rows sharing a
-                prompt start packed into one sequence (`packing`). A step whose top-2 logit gap
-                is within packing's tolerance is recomputed padded, so packing cannot flip a
-                greedy choice.
+                prompt start packed into one sequence (`packing`), its last layer run only at
+                the positions whose logits are read (`forward.last_layer_at`). A step whose
+                top-2 logit gap is within packing's tolerance is recomputed padded, so packing
+                cannot flip a greedy choice.
 ``constrained`` greedy under a logits mask from `fsm.SkeletonFSM`: labels from the taxonomy,
                 VAD as two-decimal numbers in [0, 1], one-line rationale, closure within
                 `max_new_tokens` guaranteed, so ParseOK is 100% by construction. Same drafting.
@@ -109,7 +110,7 @@ class Decoder:
     def __init__(self, model, tokenizer, mode: str = "fast", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                  batch_size: int = DEFAULT_BATCH_SIZE, max_draft: int = MAX_DRAFT, draft: bool = True,
                  max_labels: int = 3, max_rationale_chars: int = 80, pack: bool | None = None,
-                 branches: int = MAX_BRANCHES) -> None:
+                 branches: int = MAX_BRANCHES, prune: bool = True) -> None:
         check_decoder(mode)
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -129,7 +130,7 @@ class Decoder:
         # The checkpoint's generation settings that pure greedy decoding leaves out.
         self.ignored_settings = ignored_settings(model)
         vocab = min(getattr(model.config, "vocab_size", 0) or len(self.texts), len(self.texts))
-        self.fwd = Forward(model, self.pad_id, vocab, pack)
+        self.fwd = Forward(model, self.pad_id, vocab, pack, prune)
         self.tie_eps = near_tie_limit(self.fwd.dtype)
         self.pack_fallbacks = 0  # packed steps recomputed padded because of a close call
         self.branch_tokens = 0  # tokens taken from side branches

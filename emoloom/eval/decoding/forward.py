@@ -2,14 +2,20 @@
 
 Nothing is kept between forwards: every call recomputes every prefix from the token ids. Rows
 are right-padded into a batch, or packed into one sequence where they share a prompt start
-(`packing`) and packing passed its self-check on this model.
+(`packing`) and packing passed its self-check on this model. A packed forward also prunes the
+last layer to the positions whose logits are read (`last_layer_at`).
 """
 from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
 
 from .packing import (MIN_SHARED, PACK_KWARG, PackPlan, packed_attention_on, same_logits, shared_prefix_groups,
                       slot_blocks, supports_packing)
 
-__all__ = ["Forward", "backbone_and_head"]
+__all__ = ["Forward", "backbone_and_head", "prunable_last_layer", "last_layer_at"]
+
+# Decoder layers of the form x + attn(norm(x)), then x + mlp(norm(x)), with these module names.
+PRUNABLE = ("llama", "qwen2", "qwen3", "mistral")
 
 
 def backbone_and_head(model):
@@ -23,11 +29,45 @@ def backbone_and_head(model):
     return backbone, head, getattr(model.config, "final_logit_softcapping", None)
 
 
+def prunable_last_layer(model, split):
+    """The last decoder layer, where it has the pre-norm residual form `last_layer_at` relies on;
+    else None."""
+    if split is None or getattr(model.config, "model_type", None) not in PRUNABLE:
+        return None
+    layers = getattr(split[0], "layers", None)
+    layer = layers[-1] if layers else None
+    parts = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
+    return layer if layer is not None and all(hasattr(layer, p) for p in parts) else None
+
+
+@contextmanager
+def last_layer_at(layer, plan, read):
+    """Run `layer` (the model's last) at the packed positions `read` only: its keys and values
+    still come from every position, but only the read positions' queries are attended
+    (`plan.pruned`) and only they go through the MLP. Every other output of the last layer would
+    feed nothing but logits nobody reads. In a 2-layer model that is close to half the work."""
+    def forward(hidden_states, **kwargs):
+        plan.pruned = True
+        try:
+            attn, _ = layer.self_attn(hidden_states=layer.input_layernorm(hidden_states), **kwargs)
+        finally:
+            plan.pruned = False
+        x = hidden_states[:, read] + attn[:, read]
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return hidden_states.index_copy(1, read, x)  # the other positions: never read
+
+    layer.forward = forward
+    try:
+        yield
+    finally:
+        del layer.forward  # back to the class's forward
+
+
 class Forward:
     """KV-off forwards of one model. `calls` counts them; `packing` is None until packing is
     first wanted, then whether its self-check passed."""
 
-    def __init__(self, model, pad_id: int, vocab: int, pack: bool | None = None) -> None:
+    def __init__(self, model, pad_id: int, vocab: int, pack: bool | None = None, prune: bool = True) -> None:
         self.model, self.pad_id, self.vocab = model, pad_id, vocab
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
@@ -35,6 +75,7 @@ class Forward:
         # None packs where it was measured to pay (a CPU model); True packs on any device, False
         # never. Either way only after `packing_ok`'s check.
         self.pack = pack if pack is not None else self.device.type == "cpu"
+        self.last_layer = prunable_last_layer(model, self.split) if prune else None
         self.packing: bool | None = None
         self.calls = 0
         self.positions = 0  # token positions computed, pads included: the compute, whatever the load
@@ -104,24 +145,28 @@ class Forward:
             for block in slot_blocks(lengths):
                 slot = max(lengths[b] for b in block)
                 block = [members[b] for b in block]
-                trees = []
+                trees, picks = [], []
                 for i in block:
                     own, alt = seqs[i][shared:], branches[i]
                     ends[i] = len(ids) + len(own)
                     base = len(seqs[i]) - (need[i] - 1)  # where the drafted tokens start
                     ids += own + [t for _, t in alt] + [pad] * (slot - len(own) - len(alt))
+                    picks.append((len(own) - need[i], len(own) + len(alt)))  # the read positions
                     position += range(shared, len(seqs[i]))
                     position += [base + depth for depth, _ in alt]
                     position += range(len(seqs[i]) + 1, len(seqs[i]) + 1 + slot - len(own) - len(alt))
                     # per branch: the own tokens it sees (those before its depth)
                     trees.append((len(own), [base - shared + depth for depth, _ in alt]))
-                blocks.append((len(block), slot, trees if any(seen for _, seen in trees) else None))
+                blocks.append((len(block), slot, trees if any(seen for _, seen in trees) else None,
+                               picks if self.last_layer is not None else None))
             layout.append((start, shared, blocks))
         cols = [c for i, n in enumerate(need) for c in (*range(ends[i] - n, ends[i]),
                                                        *range(ends[i], ends[i] + len(branches[i])))]
         plan = PackPlan.build(layout, self.device)
-        with packed_attention_on(self.model):
-            logits = self.logits(torch.tensor([ids], dtype=torch.long), (0, torch.tensor(cols)),
+        read = torch.tensor(cols, device=self.device)
+        with packed_attention_on(self.model), (last_layer_at(self.last_layer, plan, read)
+                                               if self.last_layer is not None else nullcontext()):
+            logits = self.logits(torch.tensor([ids], dtype=torch.long), (0, read),
                                  position_ids=torch.tensor([position], device=self.device), **{PACK_KWARG: plan})
         if not plan.used:  # the model never called our attention: rows would have seen each other
             raise RuntimeError("packed decoding needs transformers' attention interface; use pack=False")

@@ -79,23 +79,27 @@ class PackPlan:
     their own slot (None when nothing is shared and no slot holds branches). A block whose slots
     hold branch tokens gets a mask per row that hides sibling branches from each other. Built
     once per forward, used by every layer; `used` records that the model's attention went
-    through `packed_attention` at all."""
+    through `packed_attention` at all. A block's pick (built from its rows' read positions)
+    lets `pruned` attention compute only the queries whose outputs are read: in the last layer
+    nothing else is (`forward.last_layer_at`)."""
 
     groups: list
     used: bool = False
+    pruned: bool = False
 
     @classmethod
     def build(cls, layout, device) -> "PackPlan":
-        """`layout`: per group (start, shared, blocks), a block (rows, slot, trees): trees None,
-        or per row (own tokens, per branch token after them: how many own tokens it sees)."""
+        """`layout`: per group (start, shared, blocks), a block (rows, slot, trees, picks): trees
+        None, or per row (own tokens, per branch token after them: how many own tokens it sees);
+        picks None, or per row the slot positions [lo, hi) whose outputs are read."""
         import torch
 
         groups, masks = [], {}
         for start, shared, blocks in layout:
-            built = []
-            for rows, slot, trees in blocks:
+            built, at = [], start + shared
+            for rows, slot, trees, picks in blocks:
                 mask = None
-                if shared or trees:
+                if shared or trees or picks:
                     if (shared, slot) not in masks:
                         masks[shared, slot] = torch.ones(slot, shared + slot, dtype=torch.bool).tril(shared)[None, None]
                     mask = masks[shared, slot]
@@ -104,7 +108,20 @@ class PackPlan:
                     for r, (own, seen) in enumerate(trees):
                         for j, n in enumerate(seen):  # branch j: the own tokens before its depth, and itself
                             mask[r, 0, own + j, shared + n:shared + own + j] = False
-                built.append((rows, slot, None if mask is None else mask.to(device)))
+                pick = None
+                if picks:
+                    # Each row's read positions, the last repeated to one width (a repeated query
+                    # computes the same output again, into the same position).
+                    width = max(hi - lo for lo, hi in picks)
+                    idx = torch.tensor([[min(lo + j, hi - 1) for j in range(width)] for lo, hi in picks])
+                    keys = mask.shape[-1]
+                    sel_mask = mask.expand(rows, -1, -1, -1).gather(2, idx[:, None, :, None].expand(-1, -1, -1, keys))
+                    flat = (at + torch.arange(rows)[:, None] * slot + idx).reshape(-1)
+                    pick = (idx[:, None, :, None].to(device), sel_mask.to(device), flat.to(device))
+                if not (shared or trees):
+                    mask = None  # all queries and only causality: the fused causal kernel
+                built.append((rows, slot, None if mask is None else mask.to(device), pick))
+                at += rows * slot
             groups.append((start, shared, built))
         return cls(groups)
 
@@ -121,14 +138,15 @@ def packed_attention(module, query, key, value, attention_mask, **kwargs):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     plan.used = True
     heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[3]
-    out = query.new_empty(1, query.shape[2], heads, dim)  # [1, T, H, D], as sdpa_attention_forward returns
+    # [1, T, H, D], as sdpa_attention_forward returns; pruned, the unread positions stay zero
+    out = (query.new_zeros if plan.pruned else query.new_empty)(1, query.shape[2], heads, dim)
     for start, shared, blocks in plan.groups:
         mid = start + shared
-        if shared:
+        if shared and not plan.pruned:  # pruned, no output of the shared start is read
             out[:, start:mid] = sdpa_attention_forward(module, query[:, :, start:mid], key[:, :, start:mid],
                                                        value[:, :, start:mid], None, **kwargs)[0]
         at = mid
-        for rows, slot, mask in blocks:
+        for rows, slot, mask, pick in blocks:
             end = at + rows * slot
 
             def slots(x, n_heads):  # [1, h, T, D] -> [rows, h, slot, D] over this block's slots
@@ -138,7 +156,12 @@ def packed_attention(module, query, key, value, attention_mask, **kwargs):
             if shared:
                 k = torch.cat([key[:, :, start:mid].expand(rows, -1, -1, -1), k], dim=2)
                 v = torch.cat([value[:, :, start:mid].expand(rows, -1, -1, -1), v], dim=2)
-            out[0, at:end] = sdpa_attention_forward(module, q, k, v, mask, **kwargs)[0].reshape(rows * slot, heads, dim)
+            if plan.pruned:
+                idx, sel_mask, flat = pick
+                q = q.gather(2, idx.expand(-1, heads, -1, dim))
+                out[0, flat] = sdpa_attention_forward(module, q, k, v, sel_mask, **kwargs)[0].reshape(-1, heads, dim)
+            else:
+                out[0, at:end] = sdpa_attention_forward(module, q, k, v, mask, **kwargs)[0].reshape(rows * slot, heads, dim)
             at = end
     return out, None
 
