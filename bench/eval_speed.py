@@ -18,7 +18,8 @@ max_new_tokens):
              start-up and model loading are excluded (reported separately)
 
 Columns: examples/s, forward passes per example (for hf_cache: cached forwards), token positions
-computed per example (KV-off decoders: the compute, whatever the load), share of raw
+computed per example (KV-off decoders: the compute, whatever the load; a packed forward's last
+layer runs at fewer, the read positions only), share of raw
 outputs identical to the reference, speed ratio to reference and to hf_cache, examples per CPU
 second of this process and its ratios to reference and hf_cache (moves far less with other processes' load than
 wall time; not for the pool row, whose work runs in the actors), and the 1-minute
