@@ -173,6 +173,28 @@ def test_the_last_layer_runs_at_the_read_positions_only(arch):
         assert same_logits(fwd.padded(seqs, need), torch.cat([pruned[a:a + n] for a, n in zip(starts, need)]))
 
 
+@pytest.mark.parametrize("model_type", ["qwen3", "mistral"])
+def test_other_pre_norm_architectures_are_pruned_and_exact(model_type):
+    """The last-layer pruning relies on the layer's pre-norm residual form: checked beyond the two
+    built-in architectures on random tiny models of the others it is enabled for."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tok = testing.loaded("tiny-qwen2").tokenizer
+    config = AutoConfig.for_model(model_type, vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                  max_position_embeddings=1024, pad_token_id=tok.pad_token_id,
+                                  eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    recs = testing.mixed_records(6)
+    ref = Decoder(model, tok, "reference", max_new_tokens=10)
+    fast = Decoder(model, tok, "fast", max_new_tokens=10, batch_size=6)
+    prompts = fast.prepare(recs)
+    assert fast.fwd.last_layer is model.get_decoder().layers[-1]
+    assert [g.tokens for g in fast.generate(prompts)] == [g.tokens for g in ref.generate(prompts)]
+    assert fast._packing is True  # the packed (and pruned) forward passed its self-check and ran
+
+
 def test_a_branch_token_sees_the_row_up_to_its_depth_and_itself():
     c = testing.loaded("tiny-qwen2")
     fwd = Forward(c.model, pad_id=0, vocab=c.model.config.vocab_size, pack=True)
