@@ -45,7 +45,8 @@ def last_layer_at(layer, plan, read):
     """Run `layer` (the model's last) at the packed positions `read` only: its keys and values
     still come from every position, but only the read positions' queries are attended
     (`plan.pruned`) and only they go through the MLP. Every other output of the last layer would
-    feed nothing but logits nobody reads. In a 2-layer model that is close to half the work."""
+    feed nothing but logits nobody reads. On the 2-layer tiny-qwen2 that made the fast decoder
+    1.2-1.3x faster (bench/eval_speed.py, `fast_no_prune`)."""
     def forward(hidden_states, **kwargs):
         plan.pruned = True
         try:
