@@ -9,7 +9,7 @@ One concept per module:
                 listed) and the near-tie measure
 * `drafting`  - skeleton drafts and side branches for draft-and-verify
 * `packing`   - rows sharing a prompt start in one sequence (in blocks of like length), and its attention
-* `forward`   - one KV-off forward over many rows, padded or packed
+* `forward`   - one KV-off forward over many rows, padded or packed (packed: the last layer only where logits are read)
 * `decoders`  - `Decoder` with the reference, fast, constrained and score decoders
 * `baseline`  - transformers' KV-cached batched generate, for the speed bench
 """

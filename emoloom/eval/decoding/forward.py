@@ -12,7 +12,7 @@ from contextlib import contextmanager, nullcontext
 from .packing import (MIN_SHARED, PACK_KWARG, PackPlan, packed_attention_on, same_logits, shared_prefix_groups,
                       slot_blocks, supports_packing)
 
-__all__ = ["Forward", "backbone_and_head", "prunable_last_layer", "last_layer_at"]
+__all__ = ["Forward", "backbone_and_head"]
 
 # Decoder layers of the form x + attn(norm(x)), then x + mlp(norm(x)), with these module names.
 PRUNABLE = ("llama", "qwen2", "qwen3", "mistral")
