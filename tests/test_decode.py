@@ -144,6 +144,17 @@ def test_packed_blocks_give_the_padded_batch_logits():
         assert same_logits(fwd.padded(seqs, need), fwd.packed(seqs, need, groups))
 
 
+def test_greedy_choices_break_exact_ties_like_generate():
+    from emoloom.eval.decoding.greedy import greedy_choices
+
+    logits = torch.zeros(2, 1024)
+    logits[0, [30, 700]] = 5.0  # an exact tie, where top-k on this CPU lists 700 first
+    logits[1, 9] = 2.0
+    tokens, gaps, tops = greedy_choices(logits)
+    assert tokens == logits.argmax(-1).tolist() == [30, 9]  # the tie: the first index, as argmax
+    assert gaps == [0.0, 2.0] and tops == [5.0, 2.0]
+
+
 @pytest.mark.parametrize("arch", ["tiny-qwen2", "tiny-llama"])
 def test_the_last_layer_runs_at_the_read_positions_only(arch):
     c = testing.loaded(arch)

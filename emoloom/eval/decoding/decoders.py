@@ -39,7 +39,7 @@ from emoloom.labels import taxonomy as taxonomy_labels
 
 from .drafting import SkeletonDrafter, prompt_index
 from .forward import Forward
-from .greedy import ignored_settings, logit_gaps, near_tie_limit, pure_greedy
+from .greedy import greedy_choices, ignored_settings, logit_gaps, near_tie_limit, pure_greedy
 from .packing import PACK_TOLERANCE
 from .prompts import PreparedPrompt, model_window, prepare_prompt
 from .stop import JsonStoppingCriteria
@@ -293,10 +293,7 @@ class Decoder:
                 out.append(self._plan_constrained(r, d, logits[at:at + len(d) + 1]))
                 at += len(d) + 1
             return out
-        # one argmax and one top-2 over the whole forward, then plain lists
-        greedy = logits.argmax(-1).tolist()
-        gap, top = logit_gaps(logits)
-        gap, top = gap.tolist(), top.tolist()
+        greedy, gap, top = greedy_choices(logits)  # one top-2 over the whole forward, then plain lists
         out, at = [], 0
         for i, d in enumerate(drafts):
             n = 0

@@ -163,7 +163,7 @@ class Forward:
             layout.append((start, shared, blocks))
         cols = [c for i, n in enumerate(need) for c in (*range(ends[i] - n, ends[i]),
                                                        *range(ends[i], ends[i] + len(branches[i])))]
-        plan = PackPlan.build(layout, self.device)
+        plan = PackPlan.build(layout, self.device, self.dtype)
         read = torch.tensor(cols, device=self.device)
         with packed_attention_on(self.model), (last_layer_at(self.last_layer, plan, read)
                                                if self.last_layer is not None else nullcontext()):

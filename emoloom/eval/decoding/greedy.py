@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-__all__ = ["SPECIAL_IDS", "ignored_settings", "pure_greedy", "near_tie_limit", "logit_gaps"]
+__all__ = ["SPECIAL_IDS", "ignored_settings", "pure_greedy", "near_tie_limit", "logit_gaps", "greedy_choices"]
 
 # The only fields taken from the checkpoint: which ids end a row and which pad it.
 SPECIAL_IDS = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
@@ -73,3 +73,15 @@ def logit_gaps(logits):
     """(top-1 minus top-2, |top-1|) per row of `logits` [N, V], as float tensors."""
     top = logits.topk(2, dim=-1).values
     return top[:, 0] - top[:, 1], top[:, 0].abs()
+
+
+def greedy_choices(logits) -> tuple[list[int], list[float], list[float]]:
+    """(greedy token, top-2 gap, |top-1|) per row of `logits` [N, V], as lists, from one top-2
+    (a separate argmax cost as much again). An exact tie takes argmax's first index, as
+    `generate` does; top-k leaves the order of equal values open."""
+    top = logits.topk(2, dim=-1)
+    gap = top.values[:, 0] - top.values[:, 1]
+    tokens = top.indices[:, 0]
+    if bool((gap == 0).any()):
+        tokens = logits.argmax(-1)
+    return tokens.tolist(), gap.tolist(), top.values[:, 0].abs().tolist()

@@ -88,7 +88,7 @@ class PackPlan:
     pruned: bool = False
 
     @classmethod
-    def build(cls, layout, device) -> "PackPlan":
+    def build(cls, layout, device, dtype=None) -> "PackPlan":
         """`layout`: per group (start, shared, blocks), a block (rows, slot, trees, picks): trees
         None, or per row (own tokens, per branch token after them: how many own tokens it sees);
         picks None, or per row the slot positions [lo, hi) whose outputs are read."""
@@ -101,13 +101,13 @@ class PackPlan:
                 mask = None
                 if shared or trees or picks:
                     if (shared, slot) not in masks:
-                        masks[shared, slot] = torch.ones(slot, shared + slot, dtype=torch.bool).tril(shared)[None, None]
+                        masks[shared, slot] = _additive(torch.ones(slot, shared + slot, dtype=torch.bool).tril(shared), dtype)
                     mask = masks[shared, slot]
                 if trees:
                     mask = mask.expand(rows, -1, -1, -1).clone()
                     for r, (own, seen) in enumerate(trees):
                         for j, n in enumerate(seen):  # branch j: the own tokens before its depth, and itself
-                            mask[r, 0, own + j, shared + n:shared + own + j] = False
+                            mask[r, 0, own + j, shared + n:shared + own + j] = float("-inf")
                 pick = None
                 if picks:
                     # Each row's read positions, the last repeated to one width (a repeated query
@@ -124,6 +124,14 @@ class PackPlan:
                 at += rows * slot
             groups.append((start, shared, built))
         return cls(groups)
+
+
+def _additive(keep, dtype=None):
+    """A bool mask [q, k] as SDPA's additive float form [1, 1, q, k]: a bool mask is converted
+    on every call of every layer, this once per forward (bench/eval_speed.py: a few percent)."""
+    import torch
+
+    return torch.zeros(keep.shape, dtype=dtype).masked_fill_(~keep, float("-inf"))[None, None]
 
 
 def packed_attention(module, query, key, value, attention_mask, **kwargs):
