@@ -19,7 +19,8 @@ max_new_tokens):
 
 Columns: examples/s, forward passes per example (for hf_cache: cached forwards), token positions
 computed per example (KV-off decoders: the compute, whatever the load; a packed forward's last
-layer runs at fewer, the read positions only), share of raw
+layer runs at fewer, the read positions only; hf_cache: its padded prompt once, then one per
+cached step - what KV-off gives up, as a count), share of raw
 outputs identical to the reference, speed ratio to reference and to hf_cache, examples per CPU
 second of this process and its ratios to reference and hf_cache (moves far less with other processes' load than
 wall time; not for the pool row, whose work runs in the actors), and the 1-minute
@@ -125,8 +126,10 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
         ref_dec = Decoder(model, tok, "reference", max_new_tokens=max_new)
         prompts = ref_dec.prepare(records)
         fast_dec = Decoder(model, tok, "fast", max_new_tokens=max_new, batch_size=args.batch_size)
+        hf_counts: dict = {}
         runs = {"reference": lambda: ref_dec.generate(prompts),
-                "hf_cache": lambda: hf_generate_cached(model, tok, prompts, max_new, batch_size=args.batch_size),
+                "hf_cache": lambda: hf_generate_cached(model, tok, prompts, max_new, batch_size=args.batch_size,
+                                                       counts=hf_counts),
                 "fast": lambda: fast_dec.generate(prompts)}
         decoders = {"reference": ref_dec, "fast": fast_dec}
         if args.padded_row:
@@ -152,10 +155,13 @@ def bench_variant(args, records, adapter: str | None, label: str) -> list[dict]:
             for name, run in runs.items():
                 before = load1()
                 at = decoders[name].fwd.positions if name in decoders else 0
+                hf_counts.clear()
                 gens, secs, cpu = timed_cpu(run)
                 after = load1()
                 if name in decoders and name != "reference":  # the reference's generate() does not count them
                     positions[name] = decoders[name].fwd.positions - at
+                elif name == "hf_cache":
+                    positions[name] = hf_counts["positions"]
                 outputs.setdefault(name, gens)
                 best_cpu[name] = min(cpu, best_cpu.get(name, cpu))
                 if secs <= best.get(name, secs):

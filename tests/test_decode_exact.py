@@ -149,3 +149,22 @@ def test_fast_equals_reference_with_two_threads(name):
         for pack in (True, False):
             fast = Decoder(c.model, c.tokenizer, "fast", max_new_tokens=max_new, batch_size=8, pack=pack)
             assert [g.tokens for g in fast.generate(prompts)] == [g.tokens for g in ref], pack
+
+
+def test_hf_cache_counts_each_prompt_once_then_a_position_per_cached_step():
+    from emoloom.contract import Record
+
+    c = testing.loaded("tiny-qwen2")
+    dec = Decoder(c.model, c.tokenizer, "reference", max_new_tokens=MAX_NEW)
+    prompts = dec.prepare([Record(id=str(i), text=t) for i, t in
+                           enumerate(["so happy today", "a longer text about a lost job and a bad day", "meh"])])
+    counts: dict = {}
+    gens = hf_generate_cached(c.model, c.tokenizer, prompts, MAX_NEW, batch_size=2, counts=counts)
+    # batches of the length-sorted prompts, each padded to its longest; its longest answer sets the steps
+    order = sorted(range(3), key=lambda i: len(prompts[i].ids))
+    expected = 0
+    for batch in (order[:2], order[2:]):
+        width = max(len(prompts[i].ids) for i in batch)
+        steps = max(len(gens[i].tokens) for i in batch)
+        expected += len(batch) * (width + steps - 1)
+    assert counts == {"positions": expected}

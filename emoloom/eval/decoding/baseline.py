@@ -14,8 +14,11 @@ __all__ = ["hf_generate_cached"]
 
 
 def hf_generate_cached(model, tokenizer, prompts: Sequence[PreparedPrompt], max_new_tokens: int,
-                       batch_size: int = 16) -> list[Generation]:
-    """transformers generate(use_cache=True), batched with left padding, same stop rule."""
+                       batch_size: int = 16, counts: dict | None = None) -> list[Generation]:
+    """transformers generate(use_cache=True), batched with left padding, same stop rule.
+    `counts["positions"]` (when given) is increased by the token positions computed: each batch's
+    padded prompt once, then one position per row and cached step - the KV-off decoders'
+    `Forward.positions`, for the same comparison of compute."""
     import torch
     from transformers import StoppingCriteriaList
 
@@ -36,6 +39,9 @@ def hf_generate_cached(model, tokenizer, prompts: Sequence[PreparedPrompt], max_
             with pure_greedy(model, sorted(dec.eos), dec.pad_id, max_new_tokens, use_cache=True) as config:
                 seqs = model.generate(ids.to(dev), attention_mask=mask.to(dev), generation_config=config,
                                       stopping_criteria=StoppingCriteriaList([JsonStoppingCriteria(dec.texts, width)]))
+            if counts is not None:  # the prefill yields the first token; every later one is a cached step
+                steps = seqs.shape[1] - width
+                counts["positions"] = counts.get("positions", 0) + len(idx) * (width + max(steps - 1, 0))
             for b, i in enumerate(idx):
                 row = _Row(i, prompts[i].ids, "goemotions")
                 for tok in seqs[b, width:].tolist():
