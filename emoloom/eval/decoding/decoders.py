@@ -39,7 +39,7 @@ from emoloom.labels import taxonomy as taxonomy_labels
 
 from .drafting import SkeletonDrafter, prompt_index
 from .forward import Forward
-from .greedy import greedy_choices, ignored_settings, logit_gaps, near_tie_limit, pure_greedy
+from .greedy import greedy_choices, ignored_settings, near_tie_limit, pure_greedy
 from .packing import PACK_TOLERANCE
 from .prompts import PreparedPrompt, model_window, prepare_prompt
 from .stop import JsonStoppingCriteria
@@ -391,8 +391,7 @@ class Decoder:
                                           stopping_criteria=StoppingCriteriaList([stop]),
                                           output_logits=True, return_dict_in_generate=True)
             new = out.sequences[0, ids.shape[1]:].tolist()
-            gaps, tops = logit_gaps(torch.cat(out.logits).float()) if out.logits else ([], [])
-            gaps, tops = (gaps.tolist(), tops.tolist()) if len(new) else ([], [])
+            _, gaps, tops = greedy_choices(torch.cat(out.logits).float()) if out.logits and new else ([], [], [])
             for j, tok in enumerate(new):
                 r.near_ties += self._near_tie(gaps[j], tops[j])
                 self._push(r, tok)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-__all__ = ["SPECIAL_IDS", "ignored_settings", "pure_greedy", "near_tie_limit", "logit_gaps", "greedy_choices"]
+__all__ = ["SPECIAL_IDS", "ignored_settings", "pure_greedy", "near_tie_limit", "greedy_choices"]
 
 # The only fields taken from the checkpoint: which ids end a row and which pad it.
 SPECIAL_IDS = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
@@ -67,12 +67,6 @@ def near_tie_limit(dtype) -> float:
     import torch
 
     return float(torch.finfo(dtype).eps)
-
-
-def logit_gaps(logits):
-    """(top-1 minus top-2, |top-1|) per row of `logits` [N, V], as float tensors."""
-    top = logits.topk(2, dim=-1).values
-    return top[:, 0] - top[:, 1], top[:, 0].abs()
 
 
 def greedy_choices(logits) -> tuple[list[int], list[float], list[float]]:
