@@ -283,21 +283,32 @@ def find_last_object(raw: str) -> tuple[str | None, str | None]:
     JSON (its "{" followed by a quote) was truncated: reason `unbalanced`.
     """
     count = _JsonCount()
-    stack: list[int] = []
+    # Linear in len(raw), whatever it holds (`parse` takes any file): an open "{" learns the first
+    # non-space character after it as the scan reaches it, instead of re-slicing the text after
+    # it (quadratic for millions of unmatched "{"). Only the newest "{" can be waiting for it:
+    # the next "{" is itself a non-space character.
+    starts: list[int] = []
+    firsts: list[str] = []  # the first non-space character after each of `starts` ("" until seen)
+    waiting = False
     last = last_json = None  # (start, end) of the latest balanced span / JSON-looking span
     for pos, ch in enumerate(raw):
+        if waiting and not ch.isspace():
+            firsts[-1] = ch
+            waiting = False
         event = count.step(ch)
         if event == "{":
-            stack.append(pos)
+            starts.append(pos)
+            firsts.append("")
+            waiting = True
         elif event == "}":
-            start = stack.pop()
+            start, first = starts.pop(), firsts.pop()
             last = (start, pos + 1)  # closes after every earlier span: the latest wins
-            if _looks_json(raw[start + 1:pos + 1].lstrip()[:1]):
+            if _looks_json(first):
                 last_json = last
-    if any(raw[p + 1:].lstrip()[:1] == '"' for p in stack):
+    if '"' in firsts:
         return None, "unbalanced"
     if last is None:
-        return None, ("unbalanced" if stack else "no_json")
+        return None, ("unbalanced" if starts else "no_json")
     # Prefer the last span that looks like a JSON object; a lone {prose} span is invalid JSON.
     start, end = last_json or last
     return raw[start:end], None

@@ -42,9 +42,12 @@ def run(args: argparse.Namespace, stdin=None, stdout=None, stderr=None) -> int:
                 why = lone_surrogate(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
                 if why:
                     raise ValueError(f"{key}: {why} (not valid Unicode text)")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: nested deeper than Python's JSON reader goes; this line is reported,
+            # the others still parse
+            why = "JSON nested too deep to read" if isinstance(exc, RecursionError) else exc
             bad_lines += 1
-            print(f"<stdin>:{lineno}: malformed input line: {exc}", file=stderr)
+            print(f"<stdin>:{lineno}: malformed input line: {why}", file=stderr)
             continue
         result = parse_output(item["output"], args.taxonomy)
         total += 1
