@@ -65,3 +65,67 @@ def test_a_line_nested_100k_deep_gets_a_reason_and_the_other_lines_parse():
     assert [(r["id"], r["parse_ok"], r["error"]) for r in rows] == [
         (1, True, None), (3, False, "no_json"), (4, False, "invalid_json"), (5, True, None)]
     assert json.loads(err.splitlines()[-1])["malformed_lines"] == 1
+
+
+# -- the screen's config -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "/abs", "a\\b", ""])
+def test_a_screen_name_is_one_path_component(capsys, tmp_path, name):
+    rc, out, err = dry_run(capsys, f"name={name}", f"storage={tmp_path / 'inner'}")
+    assert rc == 2 and out == "" and err.startswith("error: ") and "\n" not in err, err
+    assert f"name: {name!r}: a screen name is one folder name" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_plain_screen_name_still_plans(capsys, tmp_path):
+    rc, out, err = dry_run(capsys, "name=my-screen.v2", f"storage={tmp_path}")
+    assert rc == 0 and json.loads(out)["config"]["name"] == "my-screen.v2", err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("mlflow.experiment=", "mlflow.experiment: an MLflow experiment needs a name"),
+    ("mlflow.experiment='  '", "mlflow.experiment: an MLflow experiment needs a name"),
+    ("mlflow.registered_model=bad/name", "mlflow.registered_model: 'bad/name': MLflow model names cannot contain"),
+    ("mlflow.registered_model=a:b", "mlflow.registered_model: 'a:b': MLflow model names cannot contain"),
+    ("mlflow.registered_model=..", "mlflow.registered_model: '..': MLflow refuses model names"),
+])
+def test_mlflow_names_mlflow_refuses_are_refused_by_the_config(capsys, override, message):
+    # the real run loads the config the same way, so it stops here too, before Ray or any training
+    rc, out, err = dry_run(capsys, override)
+    assert rc == 2 and out == "" and err.startswith("error: ") and "\n" not in err, err
+    assert message in err, err
+
+
+def test_mlflow_names_in_the_config_model_itself():
+    from emoloom.screen.config import ScreenConfig
+
+    with pytest.raises(ValidationError, match="needs a name"):
+        ScreenConfig.model_validate({"mlflow": {"experiment": ""}})
+    with pytest.raises(ValidationError, match="cannot contain '/'"):
+        ScreenConfig.model_validate({"mlflow": {"registered_model": "bad/name"}})
+    # null (and "", which run.py reads the same way) register nothing; a plain name is fine
+    for ok in (None, "", "emoloom-best", "my model v2"):
+        assert ScreenConfig.model_validate({"mlflow": {"registered_model": ok}}).mlflow.registered_model == ok
+
+
+def test_storage_expands_variables_like_data_paths(capsys, tmp_path, monkeypatch):
+    home = tmp_path / "my home"
+    monkeypatch.setenv("HOME", str(home))
+    rc, out, err = dry_run(capsys, "storage=${HOME}/x")
+    assert rc == 0, err
+    assert json.loads(out)["config"]["storage"] == f"{home}/x"
+    rc, out, err = dry_run(capsys, "storage=${EMOLOOM_NO_SUCH_VAR_30}/x")
+    assert rc == 2 and "storage: '${EMOLOOM_NO_SUCH_VAR_30}/x': environment variable EMOLOOM_NO_SUCH_VAR_30 is not set" \
+        in err and "\n" not in err, err
+
+
+def test_the_printed_mlflow_ui_command_is_quoted(tmp_path, capsys):
+    from emoloom.screen.__main__ import print_summary
+
+    uri = f"sqlite:///{tmp_path}/my dir/mlflow.db"
+    print_summary({"report_dir": str(tmp_path), "best": None, "trials": 0, "failed": 0, "stopped_early": 0,
+                   "wall_s": 1.0, "tracking_uri": uri, "experiment_id": "1", "parent_run_id": "r",
+                   "storage": str(tmp_path)})
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("Open in MLflow: "))
+    argv = shlex.split(line.removeprefix("Open in MLflow: "))
+    assert argv[1:] == ["ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", "5000"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -136,7 +137,9 @@ def print_summary(summary: dict) -> None:
         base = uri.rstrip("/")
     else:
         base = "http://127.0.0.1:5000"
-        print(f"Open in MLflow: {mlflow_command()} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+        # quoted: a storage path with a space (or any shell character) must paste as one argument
+        print(f"Open in MLflow: {shlex.quote(mlflow_command())} ui --backend-store-uri {shlex.quote(uri)} "
+              f"--host 127.0.0.1 --port 5000")
     print(f"Runs of the screen: {base}/#/experiments/{exp}/runs   (screen run: {base}/#/experiments/{exp}/runs/"
           f"{summary['parent_run_id']})")
 

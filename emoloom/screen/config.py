@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from emoloom.config import AnyFinite, ConfigError, StrictModel
 from emoloom.eval.decoding import DecoderName
@@ -12,6 +14,11 @@ from emoloom.eval.decoding import DecoderName
 if TYPE_CHECKING:
     from emoloom.screen.space import SearchSpace
     from emoloom.train.config import TrainConfig
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    """A validator's error whose message is printed as it is (a ValueError's gets "Value error, ")."""
+    return PydanticCustomError("invalid", "{message}", {"message": message})
 
 
 class DataSource(StrictModel):
@@ -38,7 +45,32 @@ class EvalOptions(StrictModel):
 class MlflowOptions(StrictModel):
     tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite in the storage folder
     experiment: str = "emoloom-screen"
-    registered_model: str | None = "emoloom-best"
+    registered_model: str | None = "emoloom-best"  # None (or ""): register nothing
+
+    # MLflow's own rules (mlflow.utils.validation), checked here so that a dry run refuses what
+    # the real run would only fail on in tracking set-up, or at its very end when registering.
+    @field_validator("experiment")
+    @classmethod
+    def _experiment(cls, value: str) -> str:
+        if not value.strip():
+            raise _invalid("an MLflow experiment needs a name")
+        if len(value) > 500:
+            raise _invalid(f"MLflow takes experiment names of at most 500 characters, got {len(value)}")
+        return value
+
+    @field_validator("registered_model")
+    @classmethod
+    def _registered_model(cls, value: str | None) -> str | None:
+        if not value:
+            return value
+        if not value.strip():
+            raise _invalid("a registered model needs a name (null registers nothing)")
+        if "/" in value or ":" in value:
+            raise _invalid(f"{value!r}: MLflow model names cannot contain '/' or ':'")
+        norm = posixpath.normpath(value)
+        if norm != value or norm == "." or norm.startswith(".."):
+            raise _invalid(f"{value!r}: MLflow refuses model names that read as another path ({norm!r})")
+        return value
 
 
 class RayOptions(StrictModel):
@@ -83,7 +115,7 @@ class FidelityOptions(StrictModel):
 
 
 class ScreenConfig(StrictModel):
-    name: str = "default"
+    name: str = "default"  # results go to <storage>/<name>-<hash>/
     space: str = "default"  # a tune_spaces/ name or a path
     # Training-config values shared by every trial (nested, or dotted keys).
     train: dict[str, AnyFinite] = Field(default_factory=dict)
@@ -97,6 +129,25 @@ class ScreenConfig(StrictModel):
     trial_timeout_s: float | None = Field(None, gt=0)
     fail_fast: bool = False  # False: a failing trial is recorded and the screen goes on
     fidelity: FidelityOptions | None = None  # None: no audit when the screen ends
+
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, value: str) -> str:
+        # the name becomes a folder under `storage`: `../x` or `a/b` would write elsewhere
+        if not value or any(c in value for c in "/\\\0"):
+            raise _invalid(f"{value!r}: a screen name is one folder name (no '/', '\\' or NUL)")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _expanded(cls, value: str) -> str:
+        # ${VAR:-default} and ~ as in data paths, so the folder is not named "${HOME}" literally
+        from emoloom.paths import expand
+
+        try:
+            return expand(value)
+        except ConfigError as exc:
+            raise _invalid(str(exc)) from None
 
 
 def check_resolvable(cfg: ScreenConfig, space: "SearchSpace", train_cfg: "TrainConfig", origin: str,
