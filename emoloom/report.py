@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,14 @@ def table_fields(searched: list[str] = ()) -> list[str]:
 def write_tables(rows: list[dict], out: Path, searched: list[str] = (), verdict: list[str] = ()) -> tuple[Path, Path]:
     """leaderboard.csv (every field, full precision) and leaderboard.md (4 significant digits,
     seconds to 0.1, the verdict's sentences under the table)."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        # `report --out FILE` (or a path below a file): one line, not a traceback; the file is
+        # left as it is
+        print(f"error: {out}: a file is in the way; a report is a folder of files (choose another --out)",
+              file=sys.stderr)
+        raise SystemExit(2) from None
     fields = table_fields(searched)
     csv_path = out / "leaderboard.csv"
     with csv_path.open("w", newline="") as f:

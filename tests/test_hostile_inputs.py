@@ -129,3 +129,77 @@ def test_the_printed_mlflow_ui_command_is_quoted(tmp_path, capsys):
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("Open in MLflow: "))
     argv = shlex.split(line.removeprefix("Open in MLflow: "))
     assert argv[1:] == ["ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", "5000"]
+
+
+# -- files a screen left behind ------------------------------------------------------------------
+
+def test_a_truncated_floors_cache_is_refitted_and_said_so(tmp_path, capsys):
+    from emoloom.data import synthetic_records
+    from emoloom.screen.floors import compute_floors
+
+    train = synthetic_records("goemotions", 120, seed=0, split="train")
+    evals = {"dev": synthetic_records("goemotions", 30, seed=0, split="dev")}
+    first = compute_floors(train, evals, tmp_path, bootstrap=0)
+    path = Path(first["path"])
+    whole = path.read_text()
+    for broken in (whole[:500], "[]", json.dumps({"key": first["key"]})):  # cut short, not ours, incomplete
+        path.write_text(broken)
+        again = compute_floors(train, evals, tmp_path, bootstrap=0)
+        assert again["cached"] is False and again["floors"] == first["floors"]
+        assert f"warning: floors cache {path} is unreadable" in capsys.readouterr().err
+        assert json.loads(path.read_text())["key"] == first["key"]  # written whole again
+    assert compute_floors(train, evals, tmp_path, bootstrap=0)["cached"] is True
+    assert capsys.readouterr().err == ""
+
+
+def test_a_truncated_eval_sample_stops_the_audit_with_one_line(tmp_path, monkeypatch):
+    import emoloom.journal
+    import emoloom.report
+    from emoloom import tracking
+    from emoloom.screen.config import FidelityOptions, ScreenConfig
+    from emoloom.screen.fidelity import audit
+    from emoloom.screen.space import load_space
+
+    exp = tmp_path / "t-abc"
+
+    class Parent:  # the screen's journal, as RunJournal.load gives it
+        run_id = "parent"
+        state = {"key_tags": {tracking.SCREEN_TAG: "abc"}, "experiment_id": "1"}
+
+    views = []
+    for tid, objective in (("a", 0.7), ("b", 0.5)):
+        (exp / "trials" / f"trial_{tid}" / "train").mkdir(parents=True)
+        (exp / "trials" / f"trial_{tid}" / "train" / "config.yaml").write_text("epochs: 2\n")
+        views.append({"run_id": tid, "run_name": tid, "status": "FINISHED", "metrics": {"objective": objective},
+                      "tags": {tracking.TRIAL_TAG: tid}, "params": {}, "folder": str(exp / "trials" / tid)})
+    monkeypatch.setattr(emoloom.journal.RunJournal, "load", classmethod(lambda cls, *a, **k: Parent()))
+    monkeypatch.setattr(emoloom.report, "journal_views", lambda _dir: views)
+    (exp / "eval_sample.json").write_text('{"n": 100, "sha256": "0123')  # cut short
+    cfg = ScreenConfig(storage=str(tmp_path), mlflow={"tracking_uri": "sqlite:///unused.db"})
+    with pytest.raises(SystemExit) as exc:
+        audit(cfg, load_space("default"), exp, FidelityOptions(top=2, random=0, budget_x=1.5))
+    message = str(exc.value.code)
+    assert message.startswith(f"fidelity: {exp / 'eval_sample.json'}: cannot read the screen's evaluation sample")
+    assert "\n" not in message
+    assert not (exp / "fidelity").exists()  # stopped before it wrote or retrained anything
+
+
+def test_report_out_an_existing_file_is_one_line(tmp_path, capsys):
+    from emoloom import tracking
+    from emoloom.__main__ import main
+    from emoloom.journal import JOURNAL, RunJournal
+
+    c = tracking.client(tracking.default_tracking_uri(tmp_path))
+    exp_id = tracking.ensure_experiment(c, "emoloom-screen", tmp_path / "artifacts")
+    parent = RunJournal(tmp_path / "j" / JOURNAL, uri=c.tracking_uri, experiment_id=exp_id, run_name="screen",
+                        key_tags={tracking.SCREEN_TAG: "h1", tracking.ROLE_TAG: "screen"}, tags={})
+    assert parent.sync()
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me\n")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["report", "--experiment", "emoloom-screen", "--storage", str(tmp_path), "--out", str(target)])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "\n" not in err and "Traceback" not in err, err
+    assert err.startswith(f"error: {target}: a file is in the way"), err
+    assert target.read_text() == "keep me\n"

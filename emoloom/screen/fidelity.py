@@ -182,6 +182,21 @@ def _scaled_budget(train: Mapping[str, Any], budget: Mapping[str, int]) -> str:
         f" ({train.get('steps_per_epoch') or 'all'} steps per epoch)" if key == "epochs" else "")
 
 
+def saved_sample(exp_dir: Path) -> dict[str, Any]:
+    """The screen's eval_sample.json (the audit must draw the same sample); a file that is
+    missing or cut short stops the audit with one line naming it, not a traceback."""
+    path = Path(exp_dir) / "eval_sample.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(saved, dict) or not isinstance(saved.get("sha256"), str):
+            raise ValueError("no sha256 of the sample in it")
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:200]
+        raise SystemExit(f"fidelity: {path}: cannot read the screen's evaluation sample ({why}); the audit compares "
+                         f"against it") from None
+    return saved
+
+
 def audit(cfg, space, exp_dir: Path, options, *, screen_wall_s: float | None = None,
           log=None) -> dict[str, Any]:
     """Run (or resume) the fidelity audit of the screen in `exp_dir` and log it on the screen's
@@ -222,12 +237,12 @@ def audit(cfg, space, exp_dir: Path, options, *, screen_wall_s: float | None = N
     if (audit_dir / "fidelity.json").is_file():  # this audit ran to its end: report it, retrain nothing
         log(f"the fidelity audit in {audit_dir} already ran to its end; its results are kept as they are")
         return json.loads((audit_dir / "fidelity.json").read_text())
+    saved = saved_sample(exp_dir)  # before anything is written or retrained
     audit_dir.mkdir(parents=True, exist_ok=True)
     write_json(audit_dir / "selection.json", {"chosen": chosen, "budget_x": x,
                                               "budget": {t: r["budget"] for t, r in retrain.items()}})
 
     sets = screen_sets(cfg, space)
-    saved = json.loads((exp_dir / "eval_sample.json").read_text())
     if sets.manifest["sha256"] != saved["sha256"]:
         raise SystemExit("fidelity: the evaluation sample drawn now differs from the screen's (eval_sample.json): "
                          "the data changed since the screen ran")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 import warnings
 from collections import Counter, defaultdict
@@ -195,6 +196,25 @@ def _key(train: Sequence[Record], evals: Mapping[str, Sequence[Record]], seed: i
     return h.hexdigest()
 
 
+def _read_cache(path: Path, key: str) -> dict | None:
+    """The cache entry at `path` for `key`, or None when there is none to use. An entry that
+    cannot be read (cut short, not ours) is said so and refitted: failing on it would fail every
+    later screen on the same data."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        fields = {"rows", "metrics", "mean_vad", "fit"}
+        whole = isinstance(data, dict) and (data.get("key") != key or fields <= set(data))
+        if not whole:
+            raise ValueError("not a whole floors entry")
+    except (OSError, ValueError) as exc:  # a cut file is a JSONDecodeError, bad UTF-8 a UnicodeDecodeError
+        print(f"warning: floors cache {path} is unreadable ({str(exc).splitlines()[0][:200]}); fitting the floors "
+              f"again", file=sys.stderr)
+        return None
+    return data if data.get("key") == key else None
+
+
 def compute_floors(train: Sequence[Record], evals: Mapping[str, Sequence[Record]], cache_dir: str | Path, *,
                    seed: int = 0, bootstrap: int = 1000) -> dict:
     """Floors fit on `train` and scored on every evaluation set of `evals` ({name: records}).
@@ -216,8 +236,8 @@ def compute_floors(train: Sequence[Record], evals: Mapping[str, Sequence[Record]
 
     key = _key(train, evals, seed, bootstrap)
     path = Path(cache_dir) / f"floors-{key[:16]}.json"
-    data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    cached = data.get("key") == key
+    data = _read_cache(path, key)
+    cached = data is not None
     if not cached:
         data = {"key": key, **_fit_predict(train, evals, seed)}
         data["metrics"] = {name: {ev: compute_metrics(rows, bootstrap=bootstrap, seed=seed) for ev, rows in per.items()}
