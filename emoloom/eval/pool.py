@@ -84,13 +84,12 @@ class EvalPool:
                  gpus_per_actor: float | None = None, merge_adapter: bool = True) -> None:
         import ray
 
-        from emoloom.models import builtin_path, is_builtin
+        from emoloom.models import model_path
 
         if actors < 1:
             raise ValueError(f"actors must be >= 1, got {actors}")
         spec = ModelSpec(name=model) if isinstance(model, str) else model
-        if is_builtin(spec.name):
-            builtin_path(spec.name, spec.seed)  # build once here, not racing in every actor
+        model_path(spec)  # a built-in built, a GGUF converted once here, not racing in every actor
         ensure_ray()
         if gpus_per_actor is None:
             gpus = ray.cluster_resources().get("GPU", 0)

@@ -238,13 +238,13 @@ def _check_budget_driver(cfg: EvalConfig, records: Sequence[Record]) -> None:
         return
     from transformers import AutoTokenizer
 
-    from emoloom.models import builtin_path, is_builtin
+    from emoloom.models import model_path
 
     from .decoding import check_budget
 
     spec = cfg.model
-    path = str(builtin_path(spec.name, spec.seed)) if is_builtin(spec.name) else spec.name
-    tok = AutoTokenizer.from_pretrained(path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+    path, revision, hub = model_path(spec)
+    tok = AutoTokenizer.from_pretrained(path, revision=revision if hub else None, trust_remote_code=spec.trust_remote_code)
     check_budget(tok, [r.taxonomy for r in records], cfg.decoder, cfg.max_new_tokens)
 
 

@@ -195,6 +195,9 @@ def run_screen(cfg: ScreenConfig, space: SearchSpace, *, resume: bool = False,
     floors = record_floors(ctx, cfg, space, sets, storage / "floors")
     stats_s = time.time() - t_stats
     phases["eval_sample"], phases["floors"] = t_floors - t_stats, time.time() - t_floors
+    t_models = time.time()
+    prepare_models(cfg, space)
+    phases["models"] = time.time() - t_models
     t_ray = time.time()
     where = init_ray(cfg)
     driver = {"cpu": cfg.resources.driver_cpus}
@@ -294,6 +297,26 @@ def screen_note(exp_name: str, board: Path, best: dict | None) -> str:
 
 
 SUMMARY = "summary.json"
+
+
+def prepare_models(cfg: ScreenConfig, space: SearchSpace) -> None:
+    """Build every built-in and convert every GGUF the screen names, once, before trials start:
+    concurrent trials would each convert the same file (~25 s and 0.5 GB apiece). A file that
+    cannot be converted stops the screen here with one line, before any trial runs."""
+    from emoloom.models import ModelUnavailable, model_path
+    from emoloom.screen.trial import build_train_config
+
+    spec = build_train_config(cfg.train, space.fixed, {}, Path(cfg.storage), cfg.seed).model
+    names = {spec.name}
+    param = space.params.get("model.name")
+    if param is not None and param.type == "categorical":
+        names.update(str(choice) for choice in param.choices)
+    for name in sorted(names):
+        try:
+            model_path(spec.model_copy(update={"name": name}))
+        except ModelUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 def write_json(path: Path, data: Any) -> None:

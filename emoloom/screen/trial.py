@@ -188,6 +188,52 @@ def epoch_signals(ctx: TrialContext, screen: dict, train_cfg, model, tokenizer, 
     return extra
 
 
+def zero_shot(ctx: TrialContext, screen: dict, train_cfg, epoch_rows: list, sample_rows: list) -> dict[str, float]:
+    """The base model before any training step (epoch 0): the label NLL on the evaluation sample
+    and the space's metric decoded KV-off on the epoch rows, with its ParseOK rate, as
+    `zero_shot.*`. A screen over base models shows what each base brings before fine-tuning.
+
+    Cached per (model, revision, dtype, evaluation sample, decoder settings) in the screen's
+    folder: candidates that share a base model pay it once (a file lock makes a concurrent trial
+    of the same base wait for the first instead of computing it again)."""
+    import hashlib
+
+    from filelock import FileLock
+
+    from emoloom.atomic import atomic_write
+    from emoloom.models import load_base, model_path
+    from emoloom.screen.signals import label_nll
+    from emoloom.train.loop import base_spec
+
+    spec = base_spec(train_cfg)
+    revision = model_path(spec).revision
+    key = {"model": spec.model_dump(mode="json"), "revision": revision, "sets": ctx.sets, "metric": ctx.metric,
+           "eval": screen["eval"], "max_length": train_cfg.data.max_length, "decode": ctx.epoch_decode}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cache = Path(ctx.trials_dir).parent / "zero_shot" / f"{digest}.json"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache) + ".lock"):
+        try:
+            return json.loads(cache.read_text())["values"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not measured yet, or an unreadable entry: measure again
+        loaded = load_base(spec)
+        values = {"zero_shot.nll": label_nll(loaded.model, loaded.tokenizer, sample_rows,
+                                             batch_size=screen["eval"]["batch_size"],
+                                             max_length=train_cfg.data.max_length)}
+        if ctx.epoch_decode:
+            from emoloom.eval.run import evaluate
+
+            quick = evaluate(_eval_config(screen, train_cfg, None, None, actors=0), epoch_rows,
+                             candidate=loaded, log=lambda _msg: None)
+            summary = summarize(quick, "epoch_dev")
+            values.update({"zero_shot.decoded": objective_of(summary, "epoch_dev", ctx.metric),
+                           "zero_shot.parse_ok_rate": summary["epoch_dev.parse_ok_rate"]})
+        with atomic_write(cache) as f:
+            json.dump({"key": key | {"sets": "(the screen's evaluation sample)"}, "values": values}, f, indent=1)
+        return values
+
+
 def run_trial(config: dict, ctx: TrialContext) -> None:
     """The Tune trainable: one candidate from sampled `config` to MLflow and a final report.
 
@@ -233,10 +279,17 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         files = {**prepare_data(train_cfg).stats.get("sha256", {}), **sets.files}
         out.mkdir(parents=True, exist_ok=True)
         (out / "data_sha256.json").write_text(json.dumps(files, indent=1, sort_keys=True))
+        from emoloom.models import dtype_name, model_path
+
         journal.set_tags({"emoloom.base_model": train_cfg.model.name,
+                          "emoloom.base_revision": str(model_path(train_cfg.model).revision),
+                          "emoloom.train_precision": "bf16-autocast" if train_cfg.use_bf16() else "fp32",
+                          "emoloom.eval_dtype": dtype_name(train_cfg.model),
                           "emoloom.train_config_hash": train_cfg.run_hash(),
                           "emoloom.data_sha256": _digest(files), **provenance()["tags"]})
-        epoch_eval_s = 0.0
+        t_zero = time.time()
+        journal.log_metrics(zero_shot(ctx, screen, train_cfg, epoch_dev, dev), step=0)
+        epoch_eval_s = time.time() - t_zero  # the zero-shot rung is evaluation time too
 
         def on_epoch(epoch: int, model, tokenizer, metrics: dict) -> dict:
             """Every rung signal after each epoch (screen/signals.py), and `rung_value`, the one

@@ -41,9 +41,15 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
+    from emoloom.models import ModelUnavailable, model_path
     from emoloom.train import fit
     from emoloom.train.loop import NonFiniteLossError
 
+    try:
+        model_path(cfg.model)  # builds or converts the base model once, before any worker starts
+    except ModelUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         result = fit(cfg)
     except NonFiniteLossError as exc:  # diverged: the step and the term say it all, no traceback

@@ -107,7 +107,8 @@ class DistributedSection(StrictModel):
     num_workers: int = Field(0, ge=0)
     strategy: Literal["deepspeed", "ddp"] = "deepspeed"
     zero_stage: Literal[2, 3] = 2
-    # auto: on when use_gpu and the GPU supports it; true on the CPU: bf16 autocast there too
+    # auto: on a GPU that supports it, and for pretrained models on a CPU with AMX/AVX512-BF16
+    # (models.auto_bf16); true: bf16 autocast wherever the loop runs
     bf16: bool | Literal["auto"] = "auto"
     use_gpu: bool = False
     cpus_per_worker: int = Field(1, ge=1)
@@ -160,11 +161,9 @@ class TrainConfig(StrictModel):
 
     def use_bf16(self) -> bool:
         if self.distributed.bf16 == "auto":
-            if not self.distributed.use_gpu:
-                return False
-            import torch
+            from emoloom.models import auto_bf16
 
-            return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+            return auto_bf16(self.model.name, gpu=self.distributed.use_gpu)
         return bool(self.distributed.bf16)
 
     def run_hash(self) -> str:

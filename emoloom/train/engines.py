@@ -4,8 +4,10 @@ Each engine wraps the EmoModel and the client AdamW and offers the same calls: `
 `backward(loss, boundary)`, `step(boundary)` (returns the gradient norm at accumulation boundaries),
 `autocast()`, `gathered()`, `save_state` / `load_state`.
 
-Precision: plain and DDP keep fp32 weights and run forward and loss under bf16 autocast when
-`TrainConfig.use_bf16()` (a GPU with bf16, or `distributed.bf16=true`, which also works on the CPU);
+Precision: plain and DDP keep trainable weights (LoRA, heads) in fp32 and run forward and loss
+under bf16 autocast when `TrainConfig.use_bf16()` (`models.auto_bf16`: a GPU with bf16, a
+pretrained model on a CPU with AMX/AVX512-BF16, or `distributed.bf16=true`); the frozen base
+weights are then loaded in bf16 (`loop.build_lm`), so autocast does not recast them every step.
 DeepSpeed handles bf16 itself (its config's bf16.enabled).
 
 DeepSpeed's "auto" values are filled here from our config (`deepspeed_config`). transformers'

@@ -66,13 +66,21 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def base_spec(cfg: TrainConfig):
+    """The candidate's ModelSpec with `auto` dtype resolved to the precision the loop computes in,
+    so the frozen base weights are not recast by autocast at every step."""
+    if cfg.model.dtype != "auto":
+        return cfg.model
+    return cfg.model.model_copy(update={"dtype": "bfloat16" if cfg.use_bf16() else "float32"})
+
+
 def build_lm(cfg: TrainConfig):
     """(peft model, tokenizer, Loaded) for the candidate, LoRA attached (its init seeded by cfg.seed)."""
     from peft import LoraConfig, get_peft_model
 
     from emoloom.models import load_base, lora_targets
 
-    loaded = load_base(cfg.model)
+    loaded = load_base(base_spec(cfg))
     # seeded after loading: building a built-in model on a cold cache draws from the global RNG
     _seed_everything(cfg.seed)
     targets = cfg.lora.target_modules or lora_targets(loaded.info["model_type"])

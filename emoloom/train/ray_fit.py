@@ -93,13 +93,12 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[Any] = (), storage_path: str | 
 
 
 def _warm_caches(cfg: TrainConfig) -> None:
-    """Build the built-in model and the run's data once here, not concurrently in every worker
-    (they share the cache folder on one machine; on other nodes workers build their own)."""
-    from emoloom.models import builtin_path, is_builtin
+    """Build the built-in model (or convert the GGUF) and the run's data once here, not concurrently
+    in every worker (they share the cache folder on one machine; on other nodes workers build their own)."""
+    from emoloom.models import model_path
     from emoloom.train.examples import prepare_data
 
-    if is_builtin(cfg.model.name):
-        builtin_path(cfg.model.name, cfg.model.seed)
+    model_path(cfg.model)
     prepare_data(cfg)
 
 
