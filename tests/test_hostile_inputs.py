@@ -203,3 +203,16 @@ def test_report_out_an_existing_file_is_one_line(tmp_path, capsys):
     assert exc.value.code == 2 and "\n" not in err and "Traceback" not in err, err
     assert err.startswith(f"error: {target}: a file is in the way"), err
     assert target.read_text() == "keep me\n"
+
+
+# -- data ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_corpus_file_is_one_line_not_every_row_skipped(tmp_path, capsys, encoding):
+    from emoloom.__main__ import main
+
+    rows = "".join(f"so happy today number {i}\t17\tid{i}\n" for i in range(50))
+    path = tmp_path / "dev.tsv"
+    path.write_text(rows, encoding=encoding)
+    assert main(["data", "stats", "--corpus", "goemotions", "--source", str(path), "--split", "dev"]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {path}: not UTF-8 (looks like UTF-16); save it as UTF-8 and read it again"

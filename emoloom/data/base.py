@@ -46,9 +46,15 @@ class Report:
         self.skipped.append(msg)
 
     def file(self, path: str | Path) -> Path:
-        """Register an input file (its sha256 goes to the stats) and return it as a Path."""
+        """Register an input file (its sha256 goes to the stats) and return it as a Path. Every
+        reader's file is text meant as UTF-8: one in UTF-16 is refused as a whole, since read as
+        UTF-8 each of its rows would be skipped for a stray NUL."""
         path = Path(path)
         self.files[str(path)] = sha256_file(path)
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")) or head.count(0) > len(head) // 4 > 0:
+            raise ValueError(f"{path}: not UTF-8 (looks like UTF-16); save it as UTF-8 and read it again")
         return path
 
 
