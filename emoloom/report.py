@@ -24,6 +24,8 @@ COLUMNS = {
     "parse_ok": "dev.parse_ok_rate",
     "vad_1mrmse": "dev.vad_1mrmse",
     "cross_ekman_f1": "cross.ekman_macro_f1",
+    # the space's metric decoded by the base model before any training step (the epoch sample)
+    "zero_shot": "zero_shot.decoded",
 }
 SECONDS = ("train_s", "eval_s")
 RANKED = ("FINISHED", "STOPPED")  # finished trials first, then stopped ones by their last rung value

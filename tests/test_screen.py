@@ -2,6 +2,7 @@
 built-in tiny models, a real sqlite MLflow store (and a real MLflow server for the outage).
 Sized small; each run takes about a minute."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -116,6 +117,16 @@ def test_a_screen_qualifies_its_ranking_and_a_failing_trial_does_not_stop_it(tmp
         assert key in good[0].data.metrics, key
     assert {"emoloom.base_model", "emoloom.data_sha256", "emoloom.version.torch"} <= set(good[0].data.tags)
     assert {"dev", "adapter", "config.yaml", "metrics.json"} <= {f.path for f in c.list_artifacts(good[0].info.run_id)}
+
+    # Before its first step every trial logged what its base model brings (zero-shot, at step 0),
+    # measured once per base model: the three tiny-llama trials share one cached measurement.
+    history = c.get_metric_history(good[0].info.run_id, "zero_shot.nll")
+    assert [m.step for m in history] == [0] and math.isfinite(history[0].value)
+    assert {r.data.metrics["zero_shot.nll"] for r in [*good, control]} == {history[0].value}
+    assert {"zero_shot.decoded", "zero_shot.parse_ok_rate"} <= set(control.data.metrics)
+    assert len(list((exp_dir / "zero_shot").glob("*.json"))) == 1
+    assert good[0].data.tags["emoloom.base_revision"].startswith("tiny-llama-")
+    assert (good[0].data.tags["emoloom.train_precision"], good[0].data.tags["emoloom.eval_dtype"]) == ("fp32", "float32")
 
     # Every trial and floor was scored on exactly the evaluation sample the screen saved.
     manifest = json.loads((exp_dir / "eval_sample.json").read_text())
