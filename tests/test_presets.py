@@ -25,7 +25,7 @@ def test_help_lists_presets_spaces_override_syntax_and_results():
                           timeout=60)
     assert proc.returncode == 0
     out = proc.stdout
-    assert "presets (screens/*.yaml):   goemotions" in out
+    assert "presets (screens/*.yaml):   goemotions, smollm2" in out
     assert "search spaces (space=NAME): default, goemotions" in out
     assert "space.num_trials=2 space.max_concurrent=1" in out and "space.fixed.epochs=1" in out
     assert "report/leaderboard.md" in out and "mlflow.db" in out
@@ -35,6 +35,15 @@ def test_the_goemotions_preset_is_shipped_and_reads_its_data_root_from_the_envir
     assert "goemotions" in presets()
     text = (PRESETS_DIR / "goemotions.yaml").read_text()
     assert "${EMOLOOM_DATA:-../shared/data}/goemotions" in text and "empatheticdialogues_hypemo" in text
+
+
+def test_the_smollm2_preset_plans_a_pretrained_model_against_a_tiny_control(capsys, shared_data, monkeypatch):
+    monkeypatch.setenv("EMOLOOM_DATA", str(shared_data))
+    rc, out, err = dry_run(capsys, "smollm2")
+    assert rc == 0, err
+    plan = json.loads(out)
+    assert set(plan["space"]["params"]["model.name"]["choices"]) == {"smollm2-135m", "tiny-qwen2"}
+    assert plan["evaluation_sample"]["rows"] == 200
 
 
 def test_expand_reads_variables_with_defaults(monkeypatch):
@@ -52,7 +61,7 @@ def test_a_space_key_without_space_prefix_gets_a_suggestion(capsys):
     rc, _, err = dry_run(capsys, "space.num_trails=2")
     assert rc == 2 and "did you mean 'space.num_trials'?" in err and "\n" not in err
     rc, _, err = dry_run(capsys, "goemotion")
-    assert rc == 2 and "not a preset (goemotions); did you mean 'goemotions'?" in err
+    assert rc == 2 and "not a preset (goemotions, smollm2); did you mean 'goemotions'?" in err
 
 
 def test_space_keys_are_overridden_on_the_command_line(capsys):
