@@ -22,14 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = Path(os.environ.get("EMOLOOM_DATA", REPO.parent / "shared" / "data")) / "goemotions"
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from _env import DATA, markdown_table  # noqa: E402 - bench/ is sys.path[0]
 
 
 def train_rows(args, work: Path) -> list[dict]:
@@ -103,10 +96,7 @@ def main() -> int:
     rows = (train_rows(args, work) if args.train_steps else []) + (decode_rows(args, work) if args.rows else [])
     columns = ["part", "precision", "tokens_per_s", "peak_rss_gb", "examples_per_s", "examples_per_cpu_s",
                "forwards_per_example", "near_ties", "parse_ok", "macro_f1", "identical_to_fp32", "x_fp32"]
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for r in rows:
-        print("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in columns) + " |")
+    print(markdown_table(rows, columns))
     print(f"# load after {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -20,14 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DATA = Path(os.environ.get("EMOLOOM_DATA", REPO.parent / "shared" / "data")) / "goemotions"
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from _env import DATA, markdown_table  # noqa: E402 - bench/ is sys.path[0]
 
 
 def scores(spec, adapter, records, max_new_tokens: int) -> dict:
@@ -88,11 +81,7 @@ def main() -> int:
                          **scores(spec, str(result.adapter), records, args.max_new_tokens)})
             print(rows[-1], flush=True)
     columns = ["chat_system", "step", "parse_ok", "macro_f1", "macro_f1_ok_rows", "train_s", "eval_s", "precision"]
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for r in rows:
-        print("| " + " | ".join("" if r.get(c) is None else (f"{r[c]:.3f}" if isinstance(r[c], float) and c not in
-                                                               ("train_s", "eval_s") else str(r[c])) for c in columns) + " |")
+    print(markdown_table(rows, columns))
     print(f"# load after {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -126,14 +126,6 @@ def _check_gguf_header(path: Path) -> None:
         raise ModelUnavailable(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def gguf_folder(path: Path) -> tuple[Path, str]:
     """(ordinary transformers folder, the GGUF's sha256): dequantized once into the model cache.
 
@@ -145,7 +137,9 @@ def gguf_folder(path: Path) -> tuple[Path, str]:
     if not path.is_file():
         raise ModelUnavailable(f"{path}: no such GGUF file")
     _check_gguf_header(path)
-    digest = file_sha256(path)
+    from emoloom.data.base import sha256_file
+
+    digest = sha256_file(path)
     out = cache_dir() / "models" / f"gguf-{path.stem}-{digest[:16]}"
     if not (out / "config.json").exists():
         _atomic_build(out, lambda tmp: _convert_gguf(path, digest, tmp))

