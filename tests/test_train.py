@@ -131,7 +131,9 @@ def test_epoch_hook_joins_the_epoch_reports(tmp_path):
         return {"objective": 0.1 * epoch}
 
     result = fit(small(tmp_path / "hook", "max_steps=2", "steps_per_epoch=1"), epoch_hook=hook)
-    assert [c[0] for c in calls] == [1, 2] and all(c[1] == "PeftModelForCausalLM" and c[2] for c in calls)
+    # epoch 0: once before the first step, with no metrics yet and nothing reported
+    assert [c[0] for c in calls] == [0, 1, 2] and all(c[1] == "PeftModelForCausalLM" for c in calls)
+    assert [c[2] for c in calls] == [False, True, True]
     assert [e["objective"] for e in result.metrics["epochs"]] == [0.1, 0.2]
     assert result.metrics["epochs_done"] == 2 and result.last("objective") == 0.2
 
@@ -296,7 +298,8 @@ def test_ray_train_deepspeed_zero2_two_workers(tmp_path, monkeypatch):
     finally:
         if started:
             ray.shutdown()
-    assert calls.read_text().split() == ["1", "2", "2"]  # resumed after epoch 1, not restarted from scratch
+    # resumed after epoch 1, not restarted from scratch (epoch 0: before the fresh run's first step only)
+    assert calls.read_text().split() == ["0", "1", "2", "2"]
     m = result.metrics
     assert m["world_size"] == 2 and m["engine"] == "deepspeed" and m["steps"] == 6 and len(m["loss"]) == 6
     assert [e["epoch"] for e in m["epochs"]] == [1, 2] and [e["objective"] for e in m["epochs"]] == [1.0, 2.0]

@@ -188,27 +188,28 @@ def epoch_signals(ctx: TrialContext, screen: dict, train_cfg, model, tokenizer, 
     return extra
 
 
-def zero_shot(ctx: TrialContext, screen: dict, train_cfg, epoch_rows: list, sample_rows: list) -> dict[str, float]:
+def zero_shot(ctx: TrialContext, screen: dict, train_cfg, model, tokenizer, epoch_rows: list,
+              sample_rows: list) -> dict[str, float]:
     """The base model before any training step (epoch 0): the label NLL on the evaluation sample
     and the space's metric decoded KV-off on the epoch rows, with its ParseOK rate, as
     `zero_shot.*`. A screen over base models shows what each base brings before fine-tuning.
 
-    Cached per (model, revision, dtype, evaluation sample, decoder settings) in the screen's
-    folder: candidates that share a base model pay it once (a file lock makes a concurrent trial
-    of the same base wait for the first instead of computing it again)."""
+    `model` is the training model before its first step (LoRA starts as the identity), on the
+    device training runs on. Cached per (model, revision, dtype, evaluation sample, decoder
+    settings) in the screen's folder: candidates that share a base model pay it once (a file lock
+    makes a concurrent trial of the same base wait for the first instead of measuring again)."""
     import hashlib
 
     from filelock import FileLock
 
     from emoloom.atomic import atomic_write
-    from emoloom.models import load_base, model_path
-    from emoloom.screen.signals import label_nll
+    from emoloom.models import model_path
     from emoloom.train.loop import base_spec
 
     spec = base_spec(train_cfg)
-    revision = model_path(spec).revision
-    key = {"model": spec.model_dump(mode="json"), "revision": revision, "sets": ctx.sets, "metric": ctx.metric,
-           "eval": screen["eval"], "max_length": train_cfg.data.max_length, "decode": ctx.epoch_decode}
+    key = {"model": spec.model_dump(mode="json"), "revision": model_path(spec).revision, "sets": ctx.sets,
+           "metric": ctx.metric, "eval": screen["eval"], "max_length": train_cfg.data.max_length,
+           "decode": ctx.epoch_decode}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     cache = Path(ctx.trials_dir).parent / "zero_shot" / f"{digest}.json"
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -217,18 +218,11 @@ def zero_shot(ctx: TrialContext, screen: dict, train_cfg, epoch_rows: list, samp
             return json.loads(cache.read_text())["values"]
         except (OSError, ValueError, KeyError, TypeError):
             pass  # not measured yet, or an unreadable entry: measure again
-        loaded = load_base(spec)
-        values = {"zero_shot.nll": label_nll(loaded.model, loaded.tokenizer, sample_rows,
-                                             batch_size=screen["eval"]["batch_size"],
-                                             max_length=train_cfg.data.max_length)}
-        if ctx.epoch_decode:
-            from emoloom.eval.run import evaluate
-
-            quick = evaluate(_eval_config(screen, train_cfg, None, None, actors=0), epoch_rows,
-                             candidate=loaded, log=lambda _msg: None)
-            summary = summarize(quick, "epoch_dev")
-            values.update({"zero_shot.decoded": objective_of(summary, "epoch_dev", ctx.metric),
-                           "zero_shot.parse_ok_rate": summary["epoch_dev.parse_ok_rate"]})
+        signals = epoch_signals(ctx, screen, train_cfg, model, tokenizer, {}, epoch_rows, sample_rows)
+        values = {"zero_shot.nll": signals["rung.nll"]}
+        if "objective" in signals:
+            values.update({"zero_shot.decoded": signals["objective"],
+                           "zero_shot.parse_ok_rate": signals["epoch_dev_parse_ok_rate"]})
         with atomic_write(cache) as f:
             json.dump({"key": key | {"sets": "(the screen's evaluation sample)"}, "values": values}, f, indent=1)
         return values
@@ -287,23 +281,28 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
                           "emoloom.eval_dtype": dtype_name(train_cfg.model),
                           "emoloom.train_config_hash": train_cfg.run_hash(),
                           "emoloom.data_sha256": _digest(files), **provenance()["tags"]})
-        t_zero = time.time()
-        journal.log_metrics(zero_shot(ctx, screen, train_cfg, epoch_dev, dev), step=0)
-        epoch_eval_s = time.time() - t_zero  # the zero-shot rung is evaluation time too
+        epoch_eval_s = 0.0
 
         def on_epoch(epoch: int, model, tokenizer, metrics: dict) -> dict:
             """Every rung signal after each epoch (screen/signals.py), and `rung_value`, the one
-            ASHA compares. Captures only picklable values: under Ray Train it runs on the
-            rank-0 worker."""
+            ASHA compares; at epoch 0, before the first step, the zero-shot rung (logged, not
+            reported). Captures only picklable values: under Ray Train it runs on the rank-0
+            worker, where the model is."""
             nonlocal epoch_eval_s
             t_eval = time.time()
             was_training = model.training
             model.eval()
             try:
-                extra = epoch_signals(ctx, screen, train_cfg, model, tokenizer, metrics, epoch_dev, dev)
+                if epoch == 0:
+                    journal.log_metrics(zero_shot(ctx, screen, train_cfg, model, tokenizer, epoch_dev, dev), step=0)
+                    extra = None
+                else:
+                    extra = epoch_signals(ctx, screen, train_cfg, model, tokenizer, metrics, epoch_dev, dev)
             finally:
                 model.train(was_training)
-            epoch_eval_s += time.time() - t_eval
+            epoch_eval_s += time.time() - t_eval  # the zero-shot rung counts as evaluation too
+            if extra is None:
+                return {}
             # elapsed and evaluation seconds so far: the cost ledger of a trial ASHA stops here
             extra.update({"epoch": epoch, "elapsed_seconds": round(time.time() - started, 2),
                           "epoch_eval_seconds": round(epoch_eval_s, 2)})

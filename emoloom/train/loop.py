@@ -208,7 +208,10 @@ class Trainer:
         """Run the caller's `epoch_hook(epoch, model, tokenizer, metrics) -> dict | None` on rank 0.
 
         Its result is merged into the epoch's report (the screen adds a decoded-dev objective for
-        ASHA). Under ZeRO-3 every rank gathers the full parameters around it (collective).
+        ASHA). A fresh run also calls it once with epoch 0 and empty metrics before its first step
+        (the screen's zero-shot rung: LoRA starts as the identity, so the model is the base model);
+        that result is not reported. Under ZeRO-3 every rank gathers the full parameters around it
+        (collective).
         """
         hook = self.runtime.get("epoch_hook")
         if hook is None:
@@ -264,6 +267,8 @@ class Trainer:
 
             sync = torch.cuda.synchronize
         reset_peak_memory(ctx.device)
+        if st["step"] == 0:  # a fresh run: the hook sees the model before any step (nothing is reported)
+            self.call_epoch_hook(engine, 0, {})
         for epoch in range(st["epoch"], self.n_epochs):
             end = min(self.total_steps, (epoch + 1) * self.steps_per_epoch)
             start_step = st["step"]

@@ -70,7 +70,8 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[Any] = (), storage_path: str | 
     epoch_hook:   `hook(epoch, model, tokenizer, metrics) -> dict | None`, called on rank 0 after
                   each epoch's dev metrics with the peft model (train mode is restored afterwards);
                   the dict it returns joins that epoch's report (e.g. a decoded-dev objective for
-                  ASHA). Under Ray it is pickled to the workers.
+                  ASHA). A fresh run also calls it with epoch 0 and empty metrics before the first
+                  step (its result is not reported). Under Ray it is pickled to the workers.
     """
     t0 = time.time()
     cfg = cfg.absolute()
