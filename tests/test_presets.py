@@ -43,7 +43,7 @@ def test_the_smollm2_preset_plans_a_pretrained_model_against_a_tiny_control(caps
     assert rc == 0, err
     plan = json.loads(out)
     assert set(plan["space"]["params"]["model.name"]["choices"]) == {"smollm2-135m", "tiny-qwen2"}
-    assert plan["evaluation_sample"]["rows"] == 200
+    assert plan["evaluation_sample"]["rows"] == 150
 
 
 def test_expand_reads_variables_with_defaults(monkeypatch):
