@@ -66,8 +66,8 @@ def main() -> int:
         raise SystemExit(f"{screen}/trials: no trial {trial}")
     work = Path(args.work or tempfile.mkdtemp(prefix="emoloom-heldout-"))
     cfg = TrainConfig.model_validate(yaml.safe_load((folder / "train" / "config.yaml").read_text()))
-    cfg = cfg.model_copy(update={"max_steps": args.steps, "out": str(work / "train"), "resume": True})
-    cfg.distributed.torch_threads = args.threads
+    cfg = cfg.model_copy(update={"max_steps": args.steps, "out": str(work / "train"), "resume": True,
+                                 "distributed": cfg.distributed.model_copy(update={"torch_threads": args.threads})})
 
     excluded = set(json.loads((screen / "eval_sample.json").read_text())["ids"]) if args.split == "dev" else set()
     pool = [r for r in load_corpus("goemotions", args.source, args.split).with_weak_vad() if r.id not in excluded]
