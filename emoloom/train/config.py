@@ -107,7 +107,7 @@ class DistributedSection(StrictModel):
     num_workers: int = Field(0, ge=0)
     strategy: Literal["deepspeed", "ddp"] = "deepspeed"
     zero_stage: Literal[2, 3] = 2
-    # auto: on a GPU that supports it, and for pretrained models on a CPU with AMX/AVX512-BF16
+    # auto: on a GPU that supports it, and for models of 20M+ parameters on a CPU with AMX/AVX512-BF16
     # (models.auto_bf16); true: bf16 autocast wherever the loop runs
     bf16: bool | Literal["auto"] = "auto"
     use_gpu: bool = False

@@ -5,8 +5,8 @@ Each engine wraps the EmoModel and the client AdamW and offers the same calls: `
 `autocast()`, `gathered()`, `save_state` / `load_state`.
 
 Precision: plain and DDP keep trainable weights (LoRA, heads) in fp32 and run forward and loss
-under bf16 autocast when `TrainConfig.use_bf16()` (`models.auto_bf16`: a GPU with bf16, a
-pretrained model on a CPU with AMX/AVX512-BF16, or `distributed.bf16=true`); the frozen base
+under bf16 autocast when `TrainConfig.use_bf16()` (`models.auto_bf16`: a GPU with bf16, a model
+of 20M+ parameters on a CPU with AMX/AVX512-BF16, or `distributed.bf16=true`); the frozen base
 weights are then loaded in bf16 (`loop.build_lm`), so autocast does not recast them every step.
 DeepSpeed handles bf16 itself (its config's bf16.enabled).
 
