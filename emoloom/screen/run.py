@@ -304,9 +304,8 @@ def prepare_models(cfg: ScreenConfig, space: SearchSpace) -> None:
     concurrent trials would each convert the same file (~25 s and 0.5 GB apiece). A file that
     cannot be converted stops the screen here with one line, before any trial runs."""
     from emoloom.models import ModelUnavailable, model_path
-    from emoloom.screen.trial import build_train_config
 
-    spec = build_train_config(cfg.train, space.fixed, {}, Path(cfg.storage), cfg.seed).model
+    spec = base_train_config(cfg, space).model
     names = {spec.name}
     param = space.params.get("model.name")
     if param is not None and param.type == "categorical":

@@ -237,6 +237,7 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
 
     from emoloom.eval.run import evaluate
     from emoloom.journal import plain_reason
+    from emoloom.models import dtype_name, model_path
     from emoloom.screen.sample import EvaluationSets
     from emoloom.train import fit
     from emoloom.train.examples import prepare_data
@@ -273,8 +274,6 @@ def run_trial(config: dict, ctx: TrialContext) -> None:
         files = {**prepare_data(train_cfg).stats.get("sha256", {}), **sets.files}
         out.mkdir(parents=True, exist_ok=True)
         (out / "data_sha256.json").write_text(json.dumps(files, indent=1, sort_keys=True))
-        from emoloom.models import dtype_name, model_path
-
         journal.set_tags({"emoloom.base_model": train_cfg.model.name,
                           "emoloom.base_revision": str(model_path(train_cfg.model).revision),
                           "emoloom.train_precision": "bf16-autocast" if train_cfg.use_bf16() else "fp32",
